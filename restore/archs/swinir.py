@@ -1,0 +1,200 @@
+"""SwinIR, in its LayerNorm form (loads the official checkpoints) and its i-LN form.
+
+Matches JingyunLiang/SwinIR ``models/network_swinir.py`` (the version that reflect-pads
+inside forward) key for key and to ~1e-6 in fp32.
+
+SwinIR-iLN: the authors of i-LN released code for HAT only, not for SwinIR. This project
+defines SwinIR-iLN by the same recipe (docs/iln.md): norm1/norm2 of every Swin block
+become i-LN with input-adaptive rescaling (denorm) of the attention and MLP branches, the
+patch-embedding norm and the final norm become a per-channel Affine, and the input is
+normalized by the dataset std ("stdnorm") as well as the mean.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from ..norms import make_block_norm, make_plain_norm
+from .common import (
+    GRAY_STD, RGB_MEAN, RGB_STD, DropPath, Mlp, WindowAttention, attach_head, image_to_tokens,
+    pad_to_multiple, relative_position_index, resi_conv, run_head, shift_attention_mask,
+    tokens_to_image, window_partition, window_reverse,
+)
+from .config import SwinIRConfig, TransformerConfig
+
+
+class SwinBlock(nn.Module):
+    """x + denorm(attn(norm1(x))), then x + denorm(mlp(norm2(x))).
+
+    With LayerNorm the denorm is the identity: the vanilla Swin block.
+    """
+
+    def __init__(self, cfg: TransformerConfig, num_heads: int, shift: int,
+                 drop_path: float) -> None:
+        super().__init__()
+        dim, ws = cfg.embed_dim, cfg.window_size
+        self.window_size = ws
+        self.shift_size = shift
+        self.norm1 = make_block_norm(cfg.norm, dim, cfg.eps)
+        self.attn = WindowAttention(dim, ws, num_heads, cfg.qkv_bias, cfg.qk_scale,
+                                    cfg.attn_drop_rate, cfg.drop_rate)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = make_block_norm(cfg.norm, dim, cfg.eps)
+        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.drop_rate)
+
+    def attention(self, x: Tensor, hw: tuple[int, int], rpi: Tensor, mask: Tensor | None) -> Tensor:
+        """(shifted) window attention of normalized tokens x (B, H*W, C)."""
+        h, w = hw
+        b, _, c = x.shape
+        ws, s = self.window_size, self.shift_size
+        x = x.view(b, h, w, c)
+        if s:
+            x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
+        out = self.attn(window_partition(x, ws), rpi, mask if s else None)
+        out = window_reverse(out, ws, h, w)
+        if s:
+            out = torch.roll(out, shifts=(s, s), dims=(1, 2))
+        return out.reshape(b, h * w, c)
+
+    def forward(self, x: Tensor, hw: tuple[int, int], rpi: Tensor, mask: Tensor | None) -> Tensor:
+        y, st = self.norm1.normalize(x)
+        x = x + self.norm1.denorm(self.drop_path(self.attention(y, hw, rpi, mask)), st)
+        y, st = self.norm2.normalize(x)
+        return x + self.norm2.denorm(self.drop_path(self.mlp(y)), st)
+
+
+class BasicLayer(nn.Module):
+    """The blocks of one residual group (key ``residual_group.blocks``)."""
+
+    def __init__(self, cfg: TransformerConfig, depth: int, num_heads: int,
+                 drop_paths: list[float]) -> None:
+        super().__init__()
+        self.use_checkpoint = cfg.use_checkpoint
+        self.blocks = nn.ModuleList(
+            SwinBlock(cfg, num_heads, 0 if i % 2 == 0 else cfg.window_size // 2, drop_paths[i])
+            for i in range(depth))
+
+    def forward(self, x: Tensor, hw, rpi, mask) -> Tensor:
+        for blk in self.blocks:
+            if self.use_checkpoint and torch.is_grad_enabled():
+                x = checkpoint(blk, x, hw, rpi, mask, use_reentrant=False)
+            else:
+                x = blk(x, hw, rpi, mask)
+        return x
+
+
+class RSTB(nn.Module):
+    """Residual Swin Transformer Block: blocks, conv, plus the group input."""
+
+    def __init__(self, cfg: TransformerConfig, depth: int, num_heads: int,
+                 drop_paths: list[float]) -> None:
+        super().__init__()
+        self.residual_group = BasicLayer(cfg, depth, num_heads, drop_paths)
+        self.conv = resi_conv(cfg.resi_connection, cfg.embed_dim)
+
+    def forward(self, x: Tensor, hw: tuple[int, int], rpi: Tensor, mask: Tensor | None) -> Tensor:
+        y = self.residual_group(x, hw, rpi, mask)
+        return image_to_tokens(self.conv(tokens_to_image(y, *hw))) + x
+
+
+class PatchEmbed(nn.Module):
+    """Holds the norm after the first conv (key ``patch_embed.norm``); patch size 1."""
+
+    def __init__(self, norm: nn.Module | None) -> None:
+        super().__init__()
+        self.norm = norm
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = image_to_tokens(x)
+        return x if self.norm is None else self.norm(x)
+
+
+class InputNorm(nn.Module):
+    """(x - mean) * img_range / std on the way in, the inverse on the way out.
+
+    mean/std are not part of the state dict (the reference keeps them as plain tensors).
+    """
+
+    def __init__(self, in_chans: int, img_range: float, stdnorm: bool) -> None:
+        super().__init__()
+        if in_chans == 3:
+            mean, std = RGB_MEAN, RGB_STD if stdnorm else (1.0, 1.0, 1.0)
+        else:
+            mean, std = (0.0,), GRAY_STD if stdnorm else (1.0,)
+        self.img_range = img_range
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean.to(x.dtype)) * self.img_range / self.std.to(x.dtype)
+
+    def inverse(self, x: Tensor) -> Tensor:
+        return x * self.std.to(x.dtype) / self.img_range + self.mean.to(x.dtype)
+
+
+def drop_path_schedule(cfg: TransformerConfig) -> list[list[float]]:
+    """Stochastic-depth rate per block, rising linearly to drop_path_rate (per group)."""
+    total = sum(cfg.depths)
+    rates = torch.linspace(0, cfg.drop_path_rate, total).tolist()
+    out, start = [], 0
+    for d in cfg.depths:
+        out.append(rates[start:start + d])
+        start += d
+    return out
+
+
+class SwinIR(nn.Module):
+    """SwinIR. forward: (B, C, H, W) float in [0, 1] (any H, W) -> (B, C, sH, sW).
+
+    The input is reflect-padded on the bottom/right to a multiple of the window inside
+    forward and the output cropped back, as the reference does.
+    """
+
+    def __init__(self, config: SwinIRConfig) -> None:
+        super().__init__()
+        self.config = cfg = config
+        self.scale = cfg.upscale
+        self.size_multiple = cfg.window_size
+        self.window_size = cfg.window_size
+        dim = cfg.embed_dim
+        self.input_norm = InputNorm(cfg.in_chans, cfg.img_range, cfg.stdnorm)
+        self.register_buffer("rpi", relative_position_index(cfg.window_size), persistent=False)
+
+        self.conv_first = nn.Conv2d(cfg.in_chans, dim, 3, 1, 1)
+        self.patch_embed = PatchEmbed(
+            make_plain_norm(cfg.norm, dim, cfg.eps) if cfg.patch_norm else None)
+        self.pos_drop = nn.Dropout(cfg.drop_rate)
+        dprs = drop_path_schedule(cfg)
+        self.layers = nn.ModuleList(
+            RSTB(cfg, d, h, dprs[i]) for i, (d, h) in enumerate(zip(cfg.depths, cfg.num_heads)))
+        self.norm = make_plain_norm(cfg.norm, dim, cfg.eps)
+        self.conv_after_body = resi_conv(cfg.resi_connection, dim)
+        attach_head(self, cfg.upsampler, cfg.upscale, dim, cfg.in_chans)
+        self.apply(_init_weights)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Deep features of the shallow features x (B, C, H, W), H and W window multiples."""
+        hw = (x.shape[2], x.shape[3])
+        mask = shift_attention_mask(*hw, self.window_size, self.window_size // 2, x.device)
+        t = self.pos_drop(self.patch_embed(x))
+        for layer in self.layers:
+            t = layer(t, hw, self.rpi, mask)
+        return tokens_to_image(self.norm(t), *hw)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[2:]
+        x = self.input_norm(pad_to_multiple(x, self.size_multiple))
+        shallow = self.conv_first(x)
+        y = run_head(self, self.config.upsampler, x, shallow, self.forward_features(shallow))
+        y = self.input_norm.inverse(y)
+        return y[:, :, : h * self.scale, : w * self.scale]
+
+
+def _init_weights(m: nn.Module) -> None:
+    """The reference initialization (matters for training from scratch only)."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
