@@ -18,12 +18,16 @@ from restore.norms import ILN, Affine, LayerNorm
 from shared_paths import FIXTURES, reference_cases
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "explicit"])
 @pytest.mark.parametrize("case", reference_cases(), ids=lambda p: p.name)
-def test_matches_reference_output(case):
+def test_matches_reference_output(case, fused):
+    """Both attention paths: the fused one (default) and the reference's explicit form."""
     from safetensors.torch import load_file
 
+    from restore.archs.common import set_fused_attention
+
     cfg = json.loads((case / "config.json").read_text())
-    model = build(cfg["family"], **cfg["kwargs"]).eval()
+    model = set_fused_attention(build(cfg["family"], **cfg["kwargs"]).eval(), fused)
     load_state_dict(model, load_file(str(case / "weights.safetensors")))
     io = load_file(str(case / "io.safetensors"))
     with torch.inference_mode():

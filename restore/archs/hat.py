@@ -124,6 +124,7 @@ class OCAB(nn.Module):
         self.norm2 = make_block_norm(cfg.norm, dim, cfg.eps)
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio))
         self.attn_drop = nn.Identity()
+        self.fused = True  # see common.windowed_attention
 
     def cross_attention(self, x: Tensor, hw: tuple[int, int], rpi: Tensor) -> Tensor:
         """Overlapping window attention of normalized tokens x (B, H*W, C) -> (B, H*W, C)."""
@@ -141,7 +142,8 @@ class OCAB(nn.Module):
         k = kv[0].view(b * nw, ows * ows, nh, d).transpose(1, 2)
         v = kv[1].view(b * nw, ows * ows, nh, d).transpose(1, 2)
         bias = self.relative_position_bias_table[rpi.reshape(-1)].view(ws * ws, ows * ows, -1)
-        out = windowed_attention(q, k, v, bias.permute(2, 0, 1), None, self.scale, self.attn_drop)
+        out = windowed_attention(q, k, v, bias.permute(2, 0, 1), None, self.scale, self.attn_drop,
+                                 self.fused)
         out = out.transpose(1, 2).reshape(b * nw, ws * ws, c)
         return window_reverse(out, ws, h, w).reshape(b, h * w, c)
 
