@@ -50,6 +50,12 @@ class ILNStats(NamedTuple):
     std: Tensor
 
 
+def iln_stats_from_moments(mean: Tensor, var: Tensor, eps: float) -> ILNStats:
+    """ILNStats from a mean and biased variance accumulated elsewhere (e.g. over tiles)."""
+    mean, var = mean.float(), var.float()
+    return ILNStats(mean=mean, std=torch.sqrt(var + eps))
+
+
 def iln_stats(x: Tensor, eps: float) -> ILNStats:
     """Mean and sqrt(biased variance + eps) over all values of each image of ``x`` (B, ...).
 
@@ -77,6 +83,10 @@ class LayerNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         y = F.layer_norm(x.float(), (self.dim,), self.weight.float(), self.bias.float(), self.eps)
         return y.to(x.dtype)
+
+    def statistics(self, x: Tensor) -> None:
+        """Per-token statistics are local: nothing to carry across tiles."""
+        return None
 
     def normalize(self, x: Tensor, stats: None = None) -> tuple[Tensor, None]:
         return self(x), None

@@ -49,8 +49,14 @@ class ChannelAttention(nn.Module):
             nn.AdaptiveAvgPool2d(1), nn.Conv2d(dim, dim // squeeze_factor, 1),
             nn.ReLU(inplace=True), nn.Conv2d(dim // squeeze_factor, dim, 1), nn.Sigmoid())
 
+    def weights(self, pooled: Tensor) -> Tensor:
+        """Per-channel gates (B, C) from the channel means ``pooled`` (B, C)."""
+        a = self.attention
+        y = pooled[:, :, None, None].to(a[1].weight.dtype)
+        return a[4](a[3](a[2](a[1](y))))[:, :, 0, 0]
+
     def forward(self, x: Tensor) -> Tensor:
-        return x * self.attention(x)
+        return x * self.weights(x.mean(dim=(2, 3)))[:, :, None, None]
 
 
 class CAB(nn.Module):
@@ -61,6 +67,10 @@ class CAB(nn.Module):
         self.cab = nn.Sequential(
             nn.Conv2d(dim, dim // compress_ratio, 3, 1, 1), nn.GELU(),
             nn.Conv2d(dim // compress_ratio, dim, 3, 1, 1), ChannelAttention(dim, squeeze_factor))
+
+    def body(self, x: Tensor) -> Tensor:
+        """The convolutions before the channel attention (local: 2 pixels of context)."""
+        return self.cab[2](self.cab[1](self.cab[0](x)))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.cab(x)
@@ -85,22 +95,45 @@ class HAB(nn.Module):
         self.norm2 = make_block_norm(cfg.norm, dim, cfg.eps)
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.drop_rate)
 
-    def forward(self, x: Tensor, hw: tuple[int, int], rpi: Tensor, mask: Tensor | None) -> Tensor:
+    # branches (local, ``halo`` pixels of context) -> channel means of "cab" (global) ->
+    # merge and mlp_step (pointwise given the statistics): see SwinBlock and engine.exact.
+    pooled_branches = ("cab",)
+
+    @property
+    def halo(self) -> int:
+        return self.window_size  # shifted windows need ws/2, the CAB convs 2
+
+    def branches(self, x: Tensor, hw: tuple[int, int], rpi: Tensor, mask: Tensor | None,
+                 st1) -> dict[str, Tensor]:
+        """Attention output and the CAB's pre-attention convs, as tokens (B, H*W, C)."""
         h, w = hw
         b, _, c = x.shape
         ws, s = self.window_size, self.shift_size
-        y, st = self.norm1.normalize(x)
+        y, _ = self.norm1.normalize(x, st1)
         y = y.view(b, h, w, c)
-        conv_x = self.conv_block(y.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).reshape(b, h * w, c)
+        cab = self.conv_block.body(y.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).reshape(b, h * w, c)
         if s:
             y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
         a = window_reverse(self.attn(window_partition(y, ws), rpi, mask if s else None), ws, h, w)
         if s:
             a = torch.roll(a, shifts=(s, s), dims=(1, 2))
-        a = a.reshape(b, h * w, c)
-        x = x + self.norm1.denorm(self.drop_path(a) + conv_x * self.conv_scale, st)
-        y, st = self.norm2.normalize(x)
-        return x + self.norm2.denorm(self.drop_path(self.mlp(y)), st)
+        return {"attn": a.reshape(b, h * w, c), "cab": cab}
+
+    def merge(self, x: Tensor, br: dict[str, Tensor], st1, pooled: dict[str, Tensor]) -> Tensor:
+        """``pooled["cab"]``: (B, C) channel means of br["cab"] over the whole image."""
+        gate = self.conv_block.cab[3].weights(pooled["cab"]).to(br["cab"].dtype)
+        conv_x = br["cab"] * gate[:, None, :]
+        return x + self.norm1.denorm(self.drop_path(br["attn"]) + conv_x * self.conv_scale, st1)
+
+    def mlp_step(self, x: Tensor, st2) -> Tensor:
+        y, st2 = self.norm2.normalize(x, st2)
+        return x + self.norm2.denorm(self.drop_path(self.mlp(y)), st2)
+
+    def forward(self, x: Tensor, hw: tuple[int, int], rpi: Tensor, mask: Tensor | None) -> Tensor:
+        st1 = self.norm1.statistics(x)
+        br = self.branches(x, hw, rpi, mask, st1)
+        x = self.merge(x, br, st1, {"cab": br["cab"].mean(dim=1)})
+        return self.mlp_step(x, self.norm2.statistics(x))
 
 
 class OCAB(nn.Module):
@@ -147,11 +180,26 @@ class OCAB(nn.Module):
         out = out.transpose(1, 2).reshape(b * nw, ws * ws, c)
         return window_reverse(out, ws, h, w).reshape(b, h * w, c)
 
+    @property
+    def halo(self) -> int:
+        return self.window_size  # covers the (ows - ws) / 2 overlap of the key windows
+
+    def branches(self, x: Tensor, hw: tuple[int, int], rpi: Tensor, mask=None,
+                 st1=None) -> dict[str, Tensor]:
+        y, _ = self.norm1.normalize(x, st1)
+        return {"attn": self.proj(self.cross_attention(y, hw, rpi))}
+
+    def merge(self, x: Tensor, br: dict[str, Tensor], st1, pooled=None) -> Tensor:
+        return x + self.norm1.denorm(br["attn"], st1)
+
+    def mlp_step(self, x: Tensor, st2) -> Tensor:
+        y, st2 = self.norm2.normalize(x, st2)
+        return x + self.norm2.denorm(self.mlp(y), st2)
+
     def forward(self, x: Tensor, hw: tuple[int, int], rpi: Tensor) -> Tensor:
-        y, st = self.norm1.normalize(x)
-        x = x + self.norm1.denorm(self.proj(self.cross_attention(y, hw, rpi)), st)
-        y, st = self.norm2.normalize(x)
-        return x + self.norm2.denorm(self.mlp(y), st)
+        st1 = self.norm1.statistics(x)
+        x = self.merge(x, self.branches(x, hw, rpi, None, st1), st1)
+        return self.mlp_step(x, self.norm2.statistics(x))
 
 
 class AttenBlocks(nn.Module):

@@ -58,11 +58,31 @@ class SwinBlock(nn.Module):
             out = torch.roll(out, shifts=(s, s), dims=(1, 2))
         return out.reshape(b, h * w, c)
 
+    # The block in three steps, so that an executor can run it over tiles with the global
+    # statistics of the whole image (restore.engine.exact): ``branches`` is local (it needs
+    # ``halo`` pixels of context), ``merge`` and ``mlp_step`` are pointwise given the
+    # statistics. ``forward`` is their composition.
+    @property
+    def halo(self) -> int:
+        """Context (pixels) a tile needs around its core for ``branches`` to be exact."""
+        return self.window_size if self.shift_size else 0
+
+    def branches(self, x: Tensor, hw: tuple[int, int], rpi: Tensor, mask: Tensor | None,
+                 st1) -> dict[str, Tensor]:
+        y, _ = self.norm1.normalize(x, st1)
+        return {"attn": self.attention(y, hw, rpi, mask)}
+
+    def merge(self, x: Tensor, br: dict[str, Tensor], st1, pooled=None) -> Tensor:
+        return x + self.norm1.denorm(self.drop_path(br["attn"]), st1)
+
+    def mlp_step(self, x: Tensor, st2) -> Tensor:
+        y, st2 = self.norm2.normalize(x, st2)
+        return x + self.norm2.denorm(self.drop_path(self.mlp(y)), st2)
+
     def forward(self, x: Tensor, hw: tuple[int, int], rpi: Tensor, mask: Tensor | None) -> Tensor:
-        y, st = self.norm1.normalize(x)
-        x = x + self.norm1.denorm(self.drop_path(self.attention(y, hw, rpi, mask)), st)
-        y, st = self.norm2.normalize(x)
-        return x + self.norm2.denorm(self.drop_path(self.mlp(y)), st)
+        st1 = self.norm1.statistics(x)
+        x = self.merge(x, self.branches(x, hw, rpi, mask, st1), st1)
+        return self.mlp_step(x, self.norm2.statistics(x))
 
 
 class BasicLayer(nn.Module):
