@@ -23,7 +23,7 @@ from .common import (
     window_partition, window_reverse, windowed_attention,
 )
 from .config import HATConfig
-from .swinir import InputNorm, PatchEmbed, _init_weights, drop_path_schedule
+from .swinir import InputNorm, PatchEmbed, _init_weights, drop_path_schedule, forward_exact
 
 
 def overlap_relative_position_index(ws: int, ows: int) -> Tensor:
@@ -281,3 +281,14 @@ class HAT(nn.Module):
         y = run_head(self, self.config.upsampler, x, shallow, self.forward_features(shallow))
         y = self.input_norm.inverse(y)
         return y[:, :, : h * self.scale, : w * self.scale]
+
+    # Channel attention pools over the whole image, so HAT has global statistics even with
+    # LayerNorm.
+    has_global_statistics = True
+
+    def forward_exact(self, x: Tensor, run) -> Tensor:
+        """The same result as ``forward``, computed over tiles (see restore.engine.exact)."""
+        def blocks(layer):
+            g = layer.residual_group
+            return [(b, self.rpi_sa, True) for b in g.blocks] + [(g.overlap_attn, self.rpi_oca, False)]
+        return forward_exact(self, x, run, blocks)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from ..norms import make_block_norm, make_plain_norm
+from ..norms import ILN, ILNStats, NormKind, iln_stats_from_moments, make_block_norm, make_plain_norm
 from .common import (
     GRAY_STD, RGB_MEAN, RGB_STD, DropPath, Mlp, WindowAttention, attach_head, image_to_tokens,
     pad_to_multiple, relative_position_index, resi_conv, run_head, shift_attention_mask,
@@ -210,6 +210,111 @@ class SwinIR(nn.Module):
         y = run_head(self, self.config.upsampler, x, shallow, self.forward_features(shallow))
         y = self.input_norm.inverse(y)
         return y[:, :, : h * self.scale, : w * self.scale]
+
+    @property
+    def has_global_statistics(self) -> bool:
+        """i-LN makes every output pixel depend on the whole image."""
+        return self.config.norm is NormKind.ILN
+
+    def forward_exact(self, x: Tensor, run) -> Tensor:
+        """The same result as ``forward``, computed over tiles (see restore.engine.exact)."""
+        return forward_exact(self, x, run, lambda layer: [
+            (b, self.rpi, True) for b in layer.residual_group.blocks])
+
+
+# -- exact tiled execution (restore.engine.exact) -----------------------------------------
+def _block_stats(norm: nn.Module, t: Tensor, run) -> ILNStats | None:
+    """Whole-map i-LN statistics of ``t`` from the runner's fp64 tile sums (None for LN)."""
+    if not isinstance(norm, ILN):
+        return None
+    mean, var = run.moments(t)
+    return iln_stats_from_moments(mean, var, norm.eps)
+
+
+def _on(st: ILNStats | None, device) -> ILNStats | None:
+    return None if st is None else ILNStats(st.mean.to(device), st.std.to(device))
+
+
+def exact_block(blk: nn.Module, t: Tensor, run, rpi: Tensor, shifted_mask: bool) -> Tensor:
+    """One block over whole maps: stats, local branches, global pools, pointwise merge+MLP.
+
+    t: (1, C, H, W) float32 CPU token map in image layout. Uses the block's own
+    branches/merge/mlp_step, so there is one implementation of the math.
+    """
+    ws = blk.window_size
+    st1 = _block_stats(blk.norm1, t, run)
+    keys: list[str] = []
+
+    def branches(crop: Tensor):
+        hw = (crop.shape[2], crop.shape[3])
+        mask = None
+        if shifted_mask and getattr(blk, "shift_size", 0):
+            mask = shift_attention_mask(*hw, ws, blk.shift_size, crop.device)
+        br = blk.branches(image_to_tokens(crop), hw, rpi.to(crop.device), mask, _on(st1, crop.device))
+        keys[:] = list(br)
+        return tuple(tokens_to_image(br[k], *hw) for k in keys)
+
+    maps = run.local(branches, [t], halo=blk.halo, align=ws)
+    maps = (maps,) if isinstance(maps, Tensor) else maps
+    pooled = {k: run.channel_mean(maps[keys.index(k)])
+              for k in getattr(blk, "pooled_branches", ())}
+
+    def merge(tc: Tensor, *bs: Tensor):
+        hw = (tc.shape[2], tc.shape[3])
+        br = {k: image_to_tokens(b) for k, b in zip(keys, bs)}
+        p = {k: v.to(tc.device) for k, v in pooled.items()}
+        return tokens_to_image(blk.merge(image_to_tokens(tc), br, _on(st1, tc.device), p), *hw)
+
+    t1 = run.local(merge, [t, *maps])
+    st2 = _block_stats(blk.norm2, t1, run)
+
+    def mlp(tc: Tensor):
+        hw = (tc.shape[2], tc.shape[3])
+        return tokens_to_image(blk.mlp_step(image_to_tokens(tc), _on(st2, tc.device)), *hw)
+
+    return run.local(mlp, [t1])
+
+
+def _conv_halo(m: nn.Module) -> int:
+    """Context a stack of convolutions needs (sum of their radii)."""
+    return sum(c.kernel_size[0] // 2 for c in m.modules() if isinstance(c, nn.Conv2d))
+
+
+def forward_exact(model: nn.Module, x: Tensor, run, layer_blocks) -> Tensor:
+    """The whole-image forward of SwinIR/HAT, computed over tiles by ``run`` (ExactRunner).
+
+    ``layer_blocks(layer)`` lists (block, rpi, uses_shift_mask) of one residual group.
+    x: (1, C, H, W) float32 CPU in [0, 1]. Returns (1, C, sH, sW) float32 CPU.
+    """
+    if x.shape[0] != 1:
+        return torch.cat([forward_exact(model, xi[None], run, layer_blocks) for xi in x])
+    h, w = x.shape[2:]
+    ws = model.window_size
+    xin = model.input_norm(pad_to_multiple(x, ws))
+    shallow = run.local(model.conv_first, [xin], halo=1)
+    embed_norm = model.patch_embed.norm
+
+    def tokenwise(norm):
+        def fn(tc):
+            return tokens_to_image(norm(image_to_tokens(tc)), tc.shape[2], tc.shape[3])
+        return fn
+
+    t = shallow if embed_norm is None else run.local(tokenwise(embed_norm), [shallow])
+    for layer in model.layers:
+        group_in = t
+        for blk, rpi, shifted in layer_blocks(layer):
+            t = exact_block(blk, t, run, rpi, shifted)
+        t = run.local(lambda a, g, c=layer.conv: c(a) + g, [t, group_in],
+                      halo=_conv_halo(layer.conv))
+    t = run.local(tokenwise(model.norm), [t])
+    head_halo = _conv_halo(model) - sum(_conv_halo(m) for m in (model.layers, model.conv_first))
+    up = model.config.upsampler
+
+    def head(deep, sh, xi):
+        return run_head(model, up, xi, sh, deep)
+
+    y = run.local(head, [t, shallow, xin], halo=head_halo, scale=model.scale)
+    return model.input_norm.inverse(y)[:, :, : h * model.scale, : w * model.scale]
 
 
 def _init_weights(m: nn.Module) -> None:

@@ -15,15 +15,25 @@ import os
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 
 import torch
 from torch import Tensor
 
 from ..errors import RestoreError
 from .devices import Precision, autocast
+from .exact import ExactRunner, has_global_statistics, supports_exact
 from .tiling import Tile, round_up, tile_grid, tile_weights
 
 TILE_AUTO = -1  # the --tile auto sentinel
+
+
+class TileMode(str, Enum):
+    """How tiles are computed (see restore.engine.exact and docs in the README)."""
+
+    AUTO = "auto"  # exact for models with whole-image statistics, else independent
+    EXACT = "exact"  # layer by layer with global statistics carried across tiles
+    INDEPENDENT = "independent"  # each tile a separate forward, blended over the overlap
 
 
 class OutOfMemory(RestoreError):
@@ -35,6 +45,7 @@ class RunStats:
     """What happened while restoring one image (for reports and --json)."""
 
     tile: int | None = None  # tile side used (None: whole image)
+    tile_mode: str | None = None  # "exact" or "independent" when tiled
     tiles: int = 0
     fp32_recomputed: int = 0
     oom_retries: int = 0
@@ -66,7 +77,7 @@ class Restorer:
     def __init__(self, model: Callable[[Tensor], Tensor], *, scale: int, size_multiple: int,
                  device: torch.device, precision: Precision = Precision.FP32,
                  tile: int = 0, overlap: int | None = None, batch: int = 1, tta: bool = False,
-                 bytes_per_pixel: float | None = None,
+                 tile_mode: TileMode | str = TileMode.AUTO, bytes_per_pixel: float | None = None,
                  progress: Callable[[int], object] | None = None) -> None:
         if precision is Precision.AUTO:
             raise ValueError("resolve the precision before building a Restorer")
@@ -80,7 +91,15 @@ class Restorer:
         self.batch = max(1, int(batch))
         self.tta = tta
         self.bytes_per_pixel = bytes_per_pixel
-        self.progress = progress  # factory: total tiles -> a tqdm-like object (update/close)
+        self.progress = progress
+        mode = TileMode(tile_mode)
+        if mode is TileMode.AUTO:
+            mode = (TileMode.EXACT if has_global_statistics(model) and supports_exact(model)
+                    else TileMode.INDEPENDENT)
+        if mode is TileMode.EXACT and not supports_exact(model):
+            raise RestoreError("exact tiling needs a model with forward_exact (SwinIR, HAT); "
+                               "use --tile-mode independent")
+        self.tile_mode = mode  # factory: total tiles -> a tqdm-like object (update/close)
 
     # -- public ------------------------------------------------------------------------
     def __call__(self, image: Tensor) -> tuple[Tensor, RunStats]:
@@ -111,6 +130,8 @@ class Restorer:
                     out = self._forward(image.unsqueeze(0), stats)[0]
                     stats.tile, stats.tiles = None, stats.tiles + 1
                     return out
+                if self.tile_mode is TileMode.EXACT:
+                    return self._exact(image, tile, stats)
                 return self._tiled(image, tile, stats)
             except Exception as exc:  # noqa: BLE001
                 if not _is_oom(exc):
@@ -187,6 +208,26 @@ class Restorer:
                 raise RestoreError("the model produced non-finite values (NaN/Inf) even in fp32")
         return y.cpu()
 
+    def _exact(self, image: Tensor, tile: int, stats: RunStats) -> Tensor:
+        bar = self.progress(0) if self.progress else None
+        runner = ExactRunner(self.device, self.precision, tile,
+                             progress=(lambda n: bar.update(n)) if bar is not None else None)
+        try:
+            y = self.model.forward_exact(image.unsqueeze(0), runner)[0]
+        finally:
+            if bar is not None:
+                bar.close()
+        if not torch.isfinite(y).all():
+            if self.precision is Precision.FP32:
+                raise RestoreError("the model produced non-finite values (NaN/Inf) even in fp32")
+            stats.fp32_recomputed += 1
+            stats.notes.append("non-finite values in reduced precision: recomputed in fp32")
+            runner = ExactRunner(self.device, Precision.FP32, tile)
+            y = self.model.forward_exact(image.unsqueeze(0), runner)[0]
+        stats.tile, stats.tile_mode = round_up(tile, self.multiple), "exact"
+        stats.tiles += runner.tiles_run
+        return y
+
     def _tiled(self, image: Tensor, tile: int, stats: RunStats) -> Tensor:
         c, h, w = image.shape
         s = self.scale
@@ -215,4 +256,5 @@ class Restorer:
             if bar is not None:
                 bar.close()
         stats.tile, stats.tiles = round_up(tile, self.multiple), stats.tiles + len(tiles)
+        stats.tile_mode = "independent"
         return out.div_(wsum)

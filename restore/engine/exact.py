@@ -1,0 +1,120 @@
+"""Exact tiled inference for models with whole-image statistics.
+
+i-LN normalizes every block over the whole image and HAT's channel attention pools over
+the whole image, so independent tiles cannot reproduce the whole-image result. This
+executor runs the network layer by layer instead: every feature map is kept whole (on the
+CPU), each local step (convolutions, window attention) is computed tile by tile on the
+device with the halo of context that step needs, and each global statistic (i-LN mean and
+variance, channel means) is accumulated over all tiles of the current map, in fp64, before
+the step that uses it. The result equals the whole-image forward up to float rounding,
+whatever the tile size, with device memory bounded by one tile.
+
+The model describes its dataflow through ``forward_exact(x, runner)`` using three
+primitives of the runner below (``local``, ``moments``, ``channel_mean``), and its blocks'
+``branches``/``merge``/``mlp_step`` steps: the engine knows no architecture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .devices import Precision, autocast
+from .tiling import round_up
+
+
+def _spans(length: int, tile: int) -> list[tuple[int, int]]:
+    return [(s, min(s + tile, length)) for s in range(0, length, tile)]
+
+
+class ExactRunner:
+    """Runs per-tile steps over whole (1, C, H, W) float32 CPU feature maps.
+
+    tile: core side in pixels of the map being processed (rounded to each step's
+    alignment). progress: optional callable(n) called after each tile.
+    """
+
+    def __init__(self, device: torch.device, precision: Precision, tile: int,
+                 progress: Callable[[int], object] | None = None) -> None:
+        self.device = device
+        self.precision = precision
+        self.tile = int(tile)
+        self.progress = progress
+        self.tiles_run = 0
+
+    def local(self, fn: Callable[..., Tensor | tuple[Tensor, ...]], maps: Sequence[Tensor],
+              halo: int = 0, scale: int = 1, align: int = 1) -> Tensor | tuple[Tensor, ...]:
+        """Apply ``fn`` to tiles of ``maps`` and assemble the cores of its output(s).
+
+        ``fn`` takes crops (1, C_i, h, w) on the device and returns one or more
+        (1, C_o, scale*h, scale*w) tensors; each crop is its core plus ``halo`` pixels of
+        context (clipped at the map border), starting on multiples of ``align`` (the
+        window grid). Outputs are float32 CPU maps of the full size times ``scale``.
+        """
+        _, _, h, w = maps[0].shape
+        tile = round_up(self.tile, align)
+        pad = 0 if halo <= 0 else round_up(halo, align)
+        outs: list[Tensor] | None = None
+        single = True
+        for t, b in _spans(h, tile):
+            for l, r in _spans(w, tile):
+                ct, cb, cl, cr = max(0, t - pad), min(h, b + pad), max(0, l - pad), min(w, r + pad)
+                xs = [m[:, :, ct:cb, cl:cr].to(self.device, non_blocking=True) for m in maps]
+                with torch.inference_mode(), autocast(self.device, self.precision):
+                    ys = fn(*xs)
+                if isinstance(ys, Tensor):
+                    ys = (ys,)
+                else:
+                    single = False
+                if outs is None:
+                    outs = [torch.empty(1, y.shape[1], h * scale, w * scale) for y in ys]
+                for o, y in zip(outs, ys):
+                    o[:, :, t * scale:b * scale, l * scale:r * scale] = y[
+                        :, :, (t - ct) * scale:(b - ct) * scale,
+                        (l - cl) * scale:(r - cl) * scale].float().cpu()
+                self.tiles_run += 1
+                if self.progress is not None:
+                    self.progress(1)
+        assert outs is not None
+        return outs[0] if single else tuple(outs)
+
+    def moments(self, m: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and biased variance over all values of the map, accumulated over tiles in
+        fp64 around a shift (the first tile's mean) so that large means lose nothing."""
+        _, _, h, w = m.shape
+        shift = None
+        total = torch.zeros((), dtype=torch.float64)
+        total_sq = torch.zeros((), dtype=torch.float64)
+        n = 0
+        for t, b in _spans(h, self.tile):
+            for l, r in _spans(w, self.tile):
+                x = m[:, :, t:b, l:r].to(self.device).double()
+                if shift is None:
+                    shift = x.mean()
+                x = x - shift
+                total += x.sum().cpu()
+                total_sq += x.square().sum().cpu()
+                n += x.numel()
+        mean = total / n
+        var = (total_sq / n - mean * mean).clamp_min(0)
+        return (mean + shift.cpu()).view(1, 1, 1), var.view(1, 1, 1)
+
+    def channel_mean(self, m: Tensor) -> Tensor:
+        """(1, C) per-channel mean over all pixels, accumulated over tiles in fp64."""
+        _, c, h, w = m.shape
+        total = torch.zeros(1, c, dtype=torch.float64)
+        for t, b in _spans(h, self.tile):
+            for l, r in _spans(w, self.tile):
+                total += m[:, :, t:b, l:r].to(self.device).double().sum(dim=(2, 3)).cpu()
+        return (total / (h * w)).float()
+
+
+def has_global_statistics(model) -> bool:
+    """Whether independent tiles change the model's output (i-LN, channel attention)."""
+    return bool(getattr(model, "has_global_statistics", False))
+
+
+def supports_exact(model) -> bool:
+    return callable(getattr(model, "forward_exact", None))

@@ -1,0 +1,84 @@
+"""Exact tiled inference: the whole-image answer at tile-sized memory, for every family."""
+
+import json
+
+import pytest
+import torch
+
+from restore.archs import build
+from restore.checkpoint import load_state_dict
+from restore.engine import ExactRunner, Precision, Restorer, TileMode
+
+from shared_paths import FIXTURES, require
+
+CPU = torch.device("cpu")
+
+
+def _fixture(name):
+    from safetensors.torch import load_file
+
+    case = require(FIXTURES / name)
+    cfg = json.loads((case / "config.json").read_text())
+    model = build(cfg["family"], **cfg["kwargs"]).eval()
+    return load_state_dict(model, load_file(str(case / "weights.safetensors")))
+
+
+def _swinir_iln(upscale=3, upsampler="pixelshuffledirect", resi="1conv"):
+    torch.manual_seed(1)
+    m = build("swinir", norm="iln", upscale=upscale, upsampler=upsampler, img_size=32,
+              window_size=8, depths=[2, 2], embed_dim=24, num_heads=[2, 3], mlp_ratio=2.0,
+              resi_connection=resi).eval()
+    with torch.no_grad():  # move every norm and bias off its initial value
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return m
+
+
+MODELS = {
+    "swinir_iln_x3": lambda: _swinir_iln(),
+    "swinir_iln_dn_3conv": lambda: _swinir_iln(1, "", "3conv"),
+    "hat_iln_x2": lambda: _fixture("hat_iln_x2"),
+    "hat_ln_x4": lambda: _fixture("hat_x4"),  # LayerNorm, but channel attention is global
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("tile", [8, 16, 24])
+def test_exact_tiles_equal_the_whole_image(name, tile):
+    model = MODELS[name]()
+    torch.manual_seed(0)
+    x = torch.rand(3, 37, 29)  # neither a window nor a tile multiple
+    s, m = model.scale, model.size_multiple
+    whole, _ = Restorer(model, scale=s, size_multiple=m, device=CPU)(x)
+    exact, st = Restorer(model, scale=s, size_multiple=m, device=CPU, tile=tile)(x)
+    assert st.tile_mode == "exact" and st.tiles > 4  # auto picked exact for these models
+    assert (exact - whole).abs().max().item() <= 1e-4
+
+
+def test_independent_tiles_are_what_exact_mode_fixes():
+    model = _fixture("hat_iln_x2")
+    x = torch.rand(3, 48, 40)
+    whole, _ = Restorer(model, scale=2, size_multiple=8, device=CPU)(x)
+    indep, st = Restorer(model, scale=2, size_multiple=8, device=CPU, tile=16, overlap=16,
+                         tile_mode="independent")(x)
+    assert st.tile_mode == "independent"
+    assert (indep - whole).abs().max().item() > 1e-3
+
+
+def test_local_models_default_to_independent_tiles():
+    r = Restorer(_fixture("swinir_classical_x2"), scale=2, size_multiple=8, device=CPU, tile=16)
+    assert r.tile_mode is TileMode.INDEPENDENT
+    r = Restorer(_swinir_iln(), scale=3, size_multiple=8, device=CPU, tile=16)
+    assert r.tile_mode is TileMode.EXACT
+
+
+def test_moments_do_not_depend_on_the_tiling():
+    torch.manual_seed(0)
+    m = torch.randn(1, 6, 50, 70) * 3 + 1e4  # a large mean: naive sums lose the variance
+    ref = m.double()
+    for tile in (7, 16, 64):
+        mean, var = ExactRunner(CPU, Precision.FP32, tile).moments(m)
+        assert abs(mean.item() - ref.mean().item()) < 1e-6
+        assert abs(var.item() - ref.var(unbiased=False).item()) / ref.var().item() < 1e-9
+        cm = ExactRunner(CPU, Precision.FP32, tile).channel_mean(m)
+        torch.testing.assert_close(cm, ref.mean(dim=(2, 3)).float())
