@@ -4,3 +4,4 @@ from __future__ import annotations
 
 from . import eval as _eval  # noqa: F401
 from . import models as _models  # noqa: F401
+from . import process as _process  # noqa: F401

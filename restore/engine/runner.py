@@ -106,6 +106,10 @@ class Restorer:
         """(C, H, W) float32 in [0, 1] on the CPU -> ((C, sH, sW) float32 CPU, stats)."""
         if image.dim() != 3:
             raise ValueError(f"expected (C, H, W), got {tuple(image.shape)}")
+        with torch.inference_mode():
+            return self._call(image)
+
+    def _call(self, image: Tensor) -> tuple[Tensor, RunStats]:
         stats = RunStats()
         if not self.tta:
             return self._restore(image, stats), stats

@@ -1,0 +1,389 @@
+"""``restore sr``, ``restore denoise``, ``restore jpeg``: restore files and folders.
+
+The three commands share their options (defined once below). Written output paths go to
+stdout (or one JSON line per output with --json); everything else goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .main import app
+
+# -- shared option definitions ----------------------------------------------------------
+Inputs = Annotated[list[Path], typer.Argument(help="Image files and/or folders.", show_default=False)]
+Output = Annotated[Optional[Path], typer.Option(
+    "-o", "--output", help="Output folder (default: beside each input), or a file for one input.")]
+Suffix = Annotated[Optional[str], typer.Option(
+    help="Appended to output file names (default: _x4, _denoise, _jpeg). '' for none.")]
+Format = Annotated[str, typer.Option(
+    "--format", help="Output format: same, png, jpg, webp or tiff.")]
+OutQuality = Annotated[int, typer.Option(
+    "--output-quality", min=1, max=100, help="Quality of lossy output (jpg, webp).")]
+Recursive = Annotated[bool, typer.Option("--recursive/--no-recursive",
+                                         help="Descend into sub-folders of folder inputs.")]
+SkipExisting = Annotated[bool, typer.Option("--skip-existing", help="Leave existing outputs alone.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs (never inputs).")]
+FailFast = Annotated[bool, typer.Option(
+    "--fail-fast/--keep-going",
+    help="Stop at the first bad file, or (default) go on, report, and exit 1 at the end.")]
+Model = Annotated[Optional[str], typer.Option(
+    "--model", "-m", help="Registry name (see 'restore models list') or a .safetensors file.")]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+PrecisionOpt = Annotated[str, typer.Option(
+    "--precision", help="auto (fp16/bf16 on GPU where safe, fp32 on CPU), fp32, bf16 or fp16.")]
+Tile = Annotated[str, typer.Option(
+    help="Tile side in input pixels, 0 for the whole image, or auto (from free memory).")]
+TileOverlap = Annotated[Optional[int], typer.Option(
+    "--tile-overlap", min=0, help="Context per tile side in pixels (default: 2 windows).")]
+TileModeOpt = Annotated[str, typer.Option(
+    "--tile-mode", help="auto (exact for i-LN and HAT, independent otherwise), exact "
+                        "(whole-image result, statistics carried across tiles) or independent "
+                        "(faster, approximate for models with whole-image statistics).")]
+Batch = Annotated[int, typer.Option(min=1, help="Tiles per forward pass.")]
+Outscale = Annotated[Optional[float], typer.Option(
+    min=0.01, help="Final size relative to the input (model, then high-quality resize).")]
+TTA = Annotated[bool, typer.Option("--tta", help="x8 self-ensemble (flips, rotations): slower, a bit better.")]
+Offline = Annotated[bool, typer.Option("--offline", help="Use only downloaded/embedded models.")]
+Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="No progress bars or notes.")]
+JsonOut = Annotated[bool, typer.Option("--json", help="One JSON line per output on stdout.")]
+
+
+@dataclass(frozen=True)
+class Common:
+    inputs: list[Path]
+    output: Path | None
+    suffix: str | None
+    fmt: str
+    output_quality: int
+    recursive: bool
+    skip_existing: bool
+    overwrite: bool
+    fail_fast: bool
+    model: str | None
+    device: str
+    precision: str
+    tile: str
+    tile_overlap: int | None
+    tile_mode: str
+    batch: int
+    outscale: float | None
+    tta: bool
+    offline: bool
+    quiet: bool
+    json: bool
+
+
+def _say(common: Common, msg: str) -> None:
+    if not common.quiet:
+        print(msg, file=sys.stderr)
+
+
+def _parse_tile(value: str) -> int:
+    from ..engine import TILE_AUTO
+    from ..errors import UsageError
+
+    v = value.strip().lower()
+    if v == "auto":
+        return TILE_AUTO
+    try:
+        n = int(v)
+    except ValueError:
+        raise UsageError(f"--tile {value!r}: give a number of pixels, 0 or auto") from None
+    if n < 0:
+        raise UsageError(f"--tile {value}: must be >= 0")
+    return n
+
+
+def _tile_mode(value: str):
+    from ..engine import TileMode
+    from ..errors import UsageError
+
+    try:
+        return TileMode(value.lower())
+    except ValueError:
+        raise UsageError(f"--tile-mode {value!r}: one of auto, exact, independent") from None
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    module: object
+    scale: int
+    in_chans: int
+    size_multiple: int
+    fp16_safe: bool
+    sigma_range: tuple | None = None
+    quality_range: tuple | None = None
+
+
+def _load_model(task, scale: int, model: str | None, offline: bool) -> LoadedModel:
+    """The model for the task: a file path, a registry name, or the task's default."""
+    from ..checkpoint import load_model
+    from ..errors import UsageError
+
+    key = f"sr-x{scale}" if task.value == "sr" else task.value
+    path = Path(model) if model else None
+    if path is not None and (path.suffix in (".safetensors", ".pth", ".pt") or path.exists()):
+        module = load_model(path)
+        name, fp16_safe, sig, qual = str(path), False, None, None
+    else:
+        from .. import weights
+
+        reg = weights.load_registry()
+        spec = reg.get(model) if model else reg.require_default(key)
+        module = weights.load_registry_model(spec, offline=offline)
+        name, fp16_safe = spec.name, bool(spec.fp16_safe)
+        sig = getattr(spec, "sigma_range", None)
+        qual = getattr(spec, "quality_range", None)
+    cfg = module.config
+    if task.value == "sr" and module.scale != scale:
+        raise UsageError(f"model {name} is x{module.scale}, not x{scale}")
+    if task.value != "sr" and module.scale != 1:
+        raise UsageError(f"model {name} is a x{module.scale} super-resolution model, "
+                         f"not a {task.value} model")
+    return LoadedModel(name=name, module=module, scale=module.scale, in_chans=cfg.in_chans,
+                       size_multiple=module.size_multiple, fp16_safe=fp16_safe,
+                       sigma_range=sig, quality_range=qual)
+
+
+def _dist_rank() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment (0, 1, 0 without it)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    return rank, world, local
+
+
+def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
+                before=None) -> None:
+    """Everything the three commands share: plan, load, restore, report, exit code."""
+    import torch
+    from tqdm import tqdm
+
+    from ..engine import Restorer, resolve_device, resolve_precision
+    from ..errors import RestoreError, UsageError
+    from ..pipeline import (
+        Existing, ImageOptions, OutputFormat, Result, Task, collect_inputs, plan_jobs,
+        restore_file, shard,
+    )
+
+    task = Task(task_name)
+    if common.skip_existing and common.overwrite:
+        raise UsageError("--skip-existing and --overwrite contradict each other")
+    try:
+        fmt = OutputFormat(common.fmt.lower())
+    except ValueError:
+        raise UsageError(f"--format {common.fmt!r}: one of same, png, jpg, webp, tiff") from None
+    existing = (Existing.SKIP if common.skip_existing else
+                Existing.OVERWRITE if common.overwrite else Existing.REFUSE)
+    files, skipped = collect_inputs(common.inputs, common.recursive)
+    suffix = default_suffix if common.suffix is None else common.suffix
+    jobs = plan_jobs(files, common.output, suffix, fmt)
+    rank, world, local = _dist_rank()
+    if world > 1:
+        jobs = shard(jobs, rank, world)
+    for path, reason in skipped if rank == 0 else []:
+        _say(common, f"{path}: skipped: {reason}")
+    if not files:
+        raise UsageError("no image files among the inputs")
+    if existing is Existing.SKIP:  # decided before any model is loaded: a re-run does no work
+        for job in [j for j in jobs if j.target.exists()]:
+            _say(common, f"{job.source}: skipped: {job.target} exists")
+        jobs = [j for j in jobs if not j.target.exists()]
+    if not jobs:
+        return
+
+    device = resolve_device(common.device)
+    if world > 1 and device.type == "cuda" and common.device == "auto":
+        device = torch.device("cuda", local % torch.cuda.device_count())
+    if device.type == "cpu" and world > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    lm = _load_model(task, scale, common.model, common.offline)
+    precision, warning = resolve_precision(common.precision, device, lm.fp16_safe)
+    if warning:
+        _say(common, f"restore: warning: {warning}")
+    lm.module.to(device)
+    tile = _parse_tile(common.tile)
+
+    def tile_bar(total: int):
+        # total 0: exact tiling runs many passes over the tiles; the count is not known
+        return tqdm(total=total or None, desc="tiles", unit="tile", leave=False,
+                    disable=True if common.quiet else None, file=sys.stderr)
+
+    restorer = Restorer(lm.module, scale=lm.scale, size_multiple=lm.size_multiple,
+                        device=device, precision=precision, tile=tile,
+                        overlap=common.tile_overlap, batch=common.batch, tta=common.tta,
+                        tile_mode=_tile_mode(common.tile_mode), progress=tile_bar)
+    opts = ImageOptions(task=task, output_quality=common.output_quality, outscale=common.outscale)
+    _say(common, f"restore {task.value}: {len(jobs)} image(s), model {lm.name}, "
+                 f"{device}, {precision.value}")
+
+    failed = 0
+    # disable=None: no bars when stderr is not a terminal (logs stay readable)
+    bar = tqdm(jobs, desc=task.value, unit="img",
+               disable=True if common.quiet or len(jobs) < 2 else None, file=sys.stderr)
+    for job in bar:
+        try:
+            res = restore_file(job, restorer, lm.in_chans, lm.scale, opts, existing,
+                               before=(lambda img: before(img, common, lm)) if before else None)
+        except RestoreError as exc:
+            res = Result(job, "failed", str(exc))
+        except Exception as exc:  # noqa: BLE001 (a bug must not stop the other files)
+            if os.environ.get("RESTORE_DEBUG"):
+                raise
+            res = Result(job, "failed", f"internal error: {type(exc).__name__}: {exc} "
+                                        "(rerun with RESTORE_DEBUG=1 for a traceback)")
+        for w in res.warnings:
+            tqdm.write(f"{job.source}: warning: {w}", file=sys.stderr)
+        if res.status == "failed":
+            failed += 1
+            reason = res.reason.removeprefix(f"{job.source}: ")
+            tqdm.write(f"{job.source}: error: {reason}", file=sys.stderr)
+            if common.fail_fast:
+                break
+            continue
+        if res.status == "skipped":
+            if not common.quiet:
+                tqdm.write(f"{job.source}: skipped: {res.reason}", file=sys.stderr)
+            continue
+        if common.json:
+            print(json.dumps({"input": str(job.source), "output": str(job.target),
+                              "task": task.value, "model": lm.name, "device": str(device),
+                              "precision": precision.value,
+                              "seconds": round(res.seconds, 3), **res.info}), flush=True)
+        else:
+            print(job.target, flush=True)
+    bar.close()
+    if failed:
+        _say(common, f"restore: {failed} of {len(jobs)} file(s) failed")
+        raise typer.Exit(1)
+
+
+def _common(**kw) -> Common:
+    return Common(**kw)
+
+
+@app.command("sr", no_args_is_help=True)
+def sr_cmd(
+    scale: Annotated[str, typer.Argument(help="x2, x3 or x4.", show_default=False)],
+    inputs: Inputs,
+    output: Output = None, suffix: Suffix = None, fmt: Format = "same",
+    output_quality: OutQuality = 95, recursive: Recursive = True,
+    skip_existing: SkipExisting = False, overwrite: Overwrite = False, fail_fast: FailFast = False,
+    model: Model = None, device: Device = "auto", precision: PrecisionOpt = "auto",
+    tile: Tile = "auto", tile_overlap: TileOverlap = None, tile_mode: TileModeOpt = "auto",
+    batch: Batch = 1,
+    outscale: Outscale = None, tta: TTA = False, offline: Offline = False,
+    quiet: Quiet = False, json_out: JsonOut = False,
+) -> None:
+    """Super-resolve images by x2, x3 or x4."""
+    from ..errors import UsageError
+
+    s = scale.lower().removeprefix("x")
+    if s not in ("2", "3", "4"):
+        raise UsageError(f"scale {scale!r}: one of x2, x3, x4")
+    common = _common(inputs=inputs, output=output, suffix=suffix, fmt=fmt,
+                     output_quality=output_quality, recursive=recursive,
+                     skip_existing=skip_existing, overwrite=overwrite, fail_fast=fail_fast,
+                     model=model, device=device, precision=precision, tile=tile,
+                     tile_overlap=tile_overlap, tile_mode=tile_mode, batch=batch,
+                     outscale=outscale, tta=tta,
+                     offline=offline, quiet=quiet, json=json_out)
+    run_command("sr", int(s), common, f"_x{s}")
+
+
+def _sigma_note(sigma: float | None):
+    def before(img, common: Common, lm: LoadedModel) -> dict:
+        from ..errors import UsageError
+        from ..estimate import estimate_noise_sigma
+
+        if sigma is not None:
+            value, how = float(sigma), "given"
+        else:
+            try:
+                value, how = float(estimate_noise_sigma(img.pixels)), "estimated"
+            except UsageError as exc:  # too small to estimate: the blind model still runs
+                _say(common, f"{img.path}: noise level not estimated ({exc})")
+                return {"sigma": None, "sigma_source": "unknown"}
+            _say(common, f"{img.path}: estimated noise sigma {value:.1f}")
+        if lm.sigma_range and not (lm.sigma_range[0] <= value <= lm.sigma_range[1]):
+            _say(common, f"{img.path}: warning: sigma {value:.1f} is outside the range the "
+                         f"model was trained for ({lm.sigma_range[0]}-{lm.sigma_range[1]})")
+        return {"sigma": round(value, 2), "sigma_source": how}
+    return before
+
+
+def _quality_note(quality: int | None):
+    def before(img, common: Common, lm: LoadedModel) -> dict:
+        from ..estimate import estimate_jpeg_quality
+
+        if quality is not None:
+            return {"jpeg_quality": quality, "jpeg_quality_source": "given"}
+        q = estimate_jpeg_quality(img.jpeg_qtables) if img.jpeg_qtables else None
+        if q is None:
+            _say(common, f"{img.path}: not a JPEG file, quality unknown (the model is blind "
+                         "to it: restoring anyway)")
+            return {"jpeg_quality": None, "jpeg_quality_source": "unknown"}
+        _say(common, f"{img.path}: estimated JPEG quality {q}")
+        return {"jpeg_quality": q, "jpeg_quality_source": "estimated"}
+    return before
+
+
+@app.command("denoise", no_args_is_help=True)
+def denoise_cmd(
+    inputs: Inputs,
+    sigma: Annotated[Optional[float], typer.Option(
+        min=0, max=255, help="Noise level on the 0..255 scale (default: estimated per image).")] = None,
+    output: Output = None, suffix: Suffix = None, fmt: Format = "same",
+    output_quality: OutQuality = 95, recursive: Recursive = True,
+    skip_existing: SkipExisting = False, overwrite: Overwrite = False, fail_fast: FailFast = False,
+    model: Model = None, device: Device = "auto", precision: PrecisionOpt = "auto",
+    tile: Tile = "auto", tile_overlap: TileOverlap = None, tile_mode: TileModeOpt = "auto",
+    batch: Batch = 1,
+    outscale: Outscale = None, tta: TTA = False, offline: Offline = False,
+    quiet: Quiet = False, json_out: JsonOut = False,
+) -> None:
+    """Remove Gaussian noise (sigma on the 0..255 scale, estimated when not given)."""
+    common = _common(inputs=inputs, output=output, suffix=suffix, fmt=fmt,
+                     output_quality=output_quality, recursive=recursive,
+                     skip_existing=skip_existing, overwrite=overwrite, fail_fast=fail_fast,
+                     model=model, device=device, precision=precision, tile=tile,
+                     tile_overlap=tile_overlap, tile_mode=tile_mode, batch=batch,
+                     outscale=outscale, tta=tta,
+                     offline=offline, quiet=quiet, json=json_out)
+    run_command("denoise", 1, common, "_denoise", before=_sigma_note(sigma))
+
+
+@app.command("jpeg", no_args_is_help=True)
+def jpeg_cmd(
+    inputs: Inputs,
+    quality: Annotated[Optional[int], typer.Option(
+        "--quality", min=1, max=100,
+        help="JPEG quality the inputs were saved with (default: read from each JPEG's "
+             "quantization tables). The output's own quality is --output-quality.")] = None,
+    output: Output = None, suffix: Suffix = None, fmt: Format = "same",
+    output_quality: OutQuality = 95, recursive: Recursive = True,
+    skip_existing: SkipExisting = False, overwrite: Overwrite = False, fail_fast: FailFast = False,
+    model: Model = None, device: Device = "auto", precision: PrecisionOpt = "auto",
+    tile: Tile = "auto", tile_overlap: TileOverlap = None, tile_mode: TileModeOpt = "auto",
+    batch: Batch = 1,
+    outscale: Outscale = None, tta: TTA = False, offline: Offline = False,
+    quiet: Quiet = False, json_out: JsonOut = False,
+) -> None:
+    """Remove JPEG compression artifacts."""
+    common = _common(inputs=inputs, output=output, suffix=suffix, fmt=fmt,
+                     output_quality=output_quality, recursive=recursive,
+                     skip_existing=skip_existing, overwrite=overwrite, fail_fast=fail_fast,
+                     model=model, device=device, precision=precision, tile=tile,
+                     tile_overlap=tile_overlap, tile_mode=tile_mode, batch=batch,
+                     outscale=outscale, tta=tta,
+                     offline=offline, quiet=quiet, json=json_out)
+    run_command("jpeg", 1, common, "_jpeg", before=_quality_note(quality))

@@ -1,0 +1,192 @@
+"""`restore sr|denoise|jpeg` end to end: the real executable on real image files."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from restore.archs import build
+from restore.checkpoint import save_model
+
+EXE = Path(sys.executable).parent / "restore"
+TINY = dict(img_size=32, window_size=8, depths=[2], embed_dim=16, num_heads=[2], mlp_ratio=2.0,
+            norm="iln")
+
+
+def run(*args, cwd=None, env=None, timeout=300):
+    cmd = [str(EXE)] if EXE.exists() else [sys.executable, "-m", "restore"]
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True,
+                          cwd=cwd, env=full_env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    sr = save_model(build("swinir", upscale=2, upsampler="pixelshuffledirect", **TINY),
+                    d / "tiny_x2.safetensors")
+    dn = save_model(build("swinir", upscale=1, upsampler="", **TINY), d / "tiny_dn.safetensors")
+    return {"sr": sr, "dn": dn}
+
+
+def _rgb(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x * 255 / w, y * 255 / h, (x + y) * 127 / (h + w)], -1)
+    return np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
+
+
+def test_sr_single_file_to_named_output(models, tmp_path):
+    src = tmp_path / "photo.png"
+    Image.fromarray(_rgb(20, 28)).save(src)
+    out = tmp_path / "big.png"
+    res = run("sr", "x2", src, "-o", out, "--model", models["sr"])
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == str(out)  # written paths on stdout, the rest on stderr
+    assert Image.open(out).size == (56, 40)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_denoise_folder_tree_keeps_structure_and_reports_json(models, tmp_path):
+    src = tmp_path / "scans"
+    (src / "a" / "b").mkdir(parents=True)
+    Image.fromarray(_rgb(16, 16, 1)).save(src / "one.png")
+    Image.fromarray(_rgb(24, 16, 2)).save(src / "a" / "two.jpg", quality=90)
+    Image.fromarray(_rgb(16, 24, 3)[..., 0]).save(src / "a" / "b" / "gray.png")
+    out = tmp_path / "clean"
+    res = run("denoise", "--sigma", 25, src, "-o", out, "--model", models["dn"], "--json")
+    assert res.returncode == 0, res.stderr
+    lines = [json.loads(ln) for ln in res.stdout.splitlines()]
+    assert sorted(Path(r["output"]).relative_to(out).as_posix() for r in lines) == [
+        "a/b/gray_denoise.png", "a/two_denoise.jpg", "one_denoise.png"]
+    assert all(r["sigma"] == 25.0 and r["task"] == "denoise" for r in lines)
+    assert Image.open(out / "a" / "b" / "gray_denoise.png").mode == "L"  # gray stays gray
+
+
+def test_denoise_without_sigma_estimates_it(models, tmp_path):
+    rng = np.random.default_rng(0)
+    clean = np.full((64, 64, 3), 128.0)
+    noisy = np.clip(clean + rng.normal(0, 20, clean.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(noisy).save(tmp_path / "n.png")
+    res = run("denoise", tmp_path / "n.png", "--model", models["dn"], "--json")
+    assert res.returncode == 0, res.stderr
+    assert "estimated noise sigma" in res.stderr
+    assert 12 < json.loads(res.stdout)["sigma"] < 28
+
+
+def test_jpeg_reads_the_quality_from_the_file(models, tmp_path):
+    Image.fromarray(_rgb(32, 32)).save(tmp_path / "web.jpg", quality=30)
+    res = run("jpeg", tmp_path / "web.jpg", "--model", models["dn"], "--format", "png")
+    assert res.returncode == 0, res.stderr
+    assert "estimated JPEG quality 30" in res.stderr
+    assert (tmp_path / "web_jpeg.png").is_file()
+
+
+def test_16_bit_alpha_and_exif_orientation(models, tmp_path):
+    import cv2
+
+    deep = (np.random.default_rng(0).random((12, 10, 3)) * 65535).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "deep.png"), deep[..., ::-1])
+    rgba = np.dstack([_rgb(12, 10), np.linspace(0, 255, 120).reshape(12, 10).astype(np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "logo.png")
+    im = Image.fromarray(_rgb(10, 16))  # stored landscape, EXIF says rotate 90 CW
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    im.save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=95)
+    res = run("sr", "x2", tmp_path / "deep.png", tmp_path / "logo.png", tmp_path / "phone.jpg",
+              "--model", models["sr"], "-o", tmp_path / "out")
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "out"
+    d = cv2.imread(str(out / "deep_x2.png"), cv2.IMREAD_UNCHANGED)
+    assert d.dtype == np.uint16 and d.shape == (24, 20, 3)
+    logo = Image.open(out / "logo_x2.png")
+    assert logo.mode == "RGBA" and logo.size == (20, 24)
+    a = np.asarray(logo)[..., 3].astype(int)
+    assert a[0].mean() < a[-1].mean()  # the alpha ramp survived, top to bottom
+    phone = Image.open(out / "phone_x2.jpg")
+    assert phone.size == (20, 32)  # upright: portrait
+    assert phone.getexif().get(0x0112, 1) == 1
+
+
+def test_bad_files_fail_alone_and_skip_existing_does_no_work(models, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_rgb(16, 16)).save(src / "good.png")
+    (src / "empty.png").write_bytes(b"")
+    (src / "fake.png").write_text("this is not an image")
+    data = (tmp_path / "tmp.png")
+    Image.fromarray(_rgb(32, 32)).save(data)
+    (src / "cut.png").write_bytes(data.read_bytes()[:200])
+    (src / "notes.txt").write_text("not an image either")
+    out = tmp_path / "out"
+    res = run("sr", "x2", src, "-o", out, "--model", models["sr"])
+    assert res.returncode == 1
+    assert [p.name for p in out.rglob("*")] == ["good_x2.png"]  # nothing for the bad ones
+    for name in ("empty.png", "fake.png", "cut.png"):
+        line = next(ln for ln in res.stderr.splitlines() if ln.startswith(str(src / name)))
+        assert "error:" in line
+    assert "notes.txt: skipped: not an image file" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert "3 of 4 file(s) failed" in res.stderr
+    mtime = (out / "good_x2.png").stat().st_mtime_ns
+    again = run("sr", "x2", src / "good.png", "-o", out, "--model", models["sr"], "--skip-existing")
+    assert again.returncode == 0
+    assert "skipped" in again.stderr and "restore sr:" not in again.stderr  # no model loaded
+    assert (out / "good_x2.png").stat().st_mtime_ns == mtime
+
+
+def test_inputs_are_never_overwritten(models, tmp_path):
+    src = tmp_path / "a.png"
+    Image.fromarray(_rgb(16, 16)).save(src)
+    before = src.read_bytes()
+    res = run("denoise", src, "-o", src, "--model", models["dn"], "--overwrite")
+    assert res.returncode == 2 and "refusing to overwrite inputs" in res.stderr
+    res = run("denoise", src, "--suffix", "", "--model", models["dn"], "--overwrite")
+    assert res.returncode == 2
+    assert src.read_bytes() == before
+    res = run("denoise", tmp_path / "missing.png", "--model", models["dn"])
+    assert res.returncode == 2 and "no such file" in res.stderr
+
+
+def test_existing_output_is_refused_without_a_flag(models, tmp_path):
+    src = tmp_path / "a.png"
+    Image.fromarray(_rgb(16, 16)).save(src)
+    (tmp_path / "a_x2.png").write_bytes(b"keep me")
+    res = run("sr", "x2", src, "--model", models["sr"])
+    assert res.returncode == 1 and "--overwrite" in res.stderr
+    assert (tmp_path / "a_x2.png").read_bytes() == b"keep me"
+    res = run("sr", "x2", src, "--model", models["sr"], "--overwrite")
+    assert res.returncode == 0 and Image.open(tmp_path / "a_x2.png").size == (32, 32)
+
+
+def test_wrong_model_for_the_task_is_a_usage_error(models, tmp_path):
+    src = tmp_path / "a.png"
+    Image.fromarray(_rgb(16, 16)).save(src)
+    res = run("sr", "x4", src, "--model", models["sr"])
+    assert res.returncode == 2 and "is x2, not x4" in res.stderr
+    res = run("denoise", src, "--model", models["sr"])
+    assert res.returncode == 2 and "super-resolution model" in res.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_shards_a_folder_across_processes(models, tmp_path):
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(5):
+        Image.fromarray(_rgb(16, 16, i)).save(src / f"img{i}.png")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-port", "29517", "-m", "restore", "sr", "x2", str(src), "-o", str(out),
+           "--model", str(models["sr"]), "-q"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    written = sorted(res.stdout.split())
+    assert written == sorted(str(out / f"img{i}_x2.png") for i in range(5))  # each exactly once
+    assert sorted(p.name for p in out.iterdir()) == [f"img{i}_x2.png" for i in range(5)]
