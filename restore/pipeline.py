@@ -105,18 +105,50 @@ def collect_inputs(inputs: Sequence[Path], recursive: bool = True,
     return files, skipped
 
 
-def plan_jobs(files: Sequence[tuple[Path, Path | None]], output: Path | None, suffix: str,
-              fmt: OutputFormat) -> list[Job]:
-    """Output path of every input.
+def _abs(p: Path) -> Path:
+    return Path(os.path.abspath(p))
 
-    output None: beside each input, ``name{suffix}.ext``. output a file path (one input,
-    with an image suffix, not an existing folder): exactly that file. Otherwise a folder:
-    inputs from a folder keep their sub-folder tree under it, single files go to its top.
-    """
+
+def drop_earlier_outputs(files: Sequence[tuple[Path, Path | None]], output: Path | None,
+                         suffix: str, fmt: OutputFormat,
+                         ) -> tuple[list[tuple[Path, Path | None]], list[tuple[Path, str]]]:
+    """Remove inputs that are outputs of this very plan (a re-run over a folder that holds
+    earlier results) or that lie inside the output folder. Duplicates are removed too."""
+    out_dir = _abs(output) if output is not None and not _looks_like_file(output, files) else None
+    unique: dict[Path, tuple[Path, Path | None]] = {}
+    for f, root in files:
+        unique.setdefault(_abs(f), (f, root))
+    kept = list(unique.values())
+    dropped: list[tuple[Path, str]] = []
+    if out_dir is not None:
+        inside = [(f, r) for f, r in kept if r is not None and out_dir in _abs(f).parents]
+        dropped += [(f, "inside the output folder (an earlier output)") for f, _ in inside]
+        kept = [x for x in kept if x not in inside]
+    targets = {_abs(j.target) for j in plan_jobs(kept, output, suffix, fmt, check=False)}
+    earlier = [(f, r) for f, r in kept if r is not None and _abs(f) in targets]
+    dropped += [(f, "an output of this command (an earlier result)") for f, _ in earlier]
+    return [x for x in kept if x not in earlier], dropped
+
+
+def _looks_like_file(output: Path, files: Sequence[tuple[Path, Path | None]]) -> bool:
     from .io import is_image_path
 
-    single_file = (output is not None and len(files) == 1 and files[0][1] is None
-                   and not output.is_dir() and is_image_path(output))
+    return not output.is_dir() and is_image_path(output)
+
+
+def plan_jobs(files: Sequence[tuple[Path, Path | None]], output: Path | None, suffix: str,
+              fmt: OutputFormat, check: bool = True) -> list[Job]:
+    """Output path of every input.
+
+    output None: beside each input, ``name{suffix}.ext``. output a file path (an image
+    suffix, not an existing folder): exactly that file, for exactly one input file.
+    Otherwise a folder: inputs from a folder keep their sub-folder tree under it, single
+    files go to its top. check: refuse collisions and outputs that are inputs.
+    """
+    single_file = output is not None and _looks_like_file(output, files)
+    if single_file and check and (len(files) != 1 or files[0][1] is not None):
+        raise UsageError(f"-o {output}: a file name takes exactly one input file; give a "
+                         "folder for several inputs")
     jobs: list[Job] = []
     seen: dict[Path, Path] = {}
     for src, root in files:
@@ -132,13 +164,15 @@ def plan_jobs(files: Sequence[tuple[Path, Path | None]], output: Path | None, su
             target = output / src.relative_to(root).with_name(name)
         else:
             target = output / name
-        key = Path(os.path.abspath(target))
-        if key in seen:
+        key = _abs(target)
+        if key in seen and check:
             raise UsageError(f"{src} and {seen[key]} would both be written to {target}; "
                              "use --suffix or separate runs")
         seen[key] = src
         jobs.append(Job(source=src, target=target))
-    inputs = {Path(os.path.abspath(s)) for s, _ in files}
+    if not check:
+        return jobs
+    inputs = {_abs(s) for s, _ in files}
     for job in jobs:
         if Path(os.path.abspath(job.target)) in inputs or (
                 job.target.exists() and any(_same(job.target, s) for s, _ in files)):

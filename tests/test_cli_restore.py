@@ -190,3 +190,37 @@ def test_torchrun_shards_a_folder_across_processes(models, tmp_path):
     written = sorted(res.stdout.split())
     assert written == sorted(str(out / f"img{i}_x2.png") for i in range(5))  # each exactly once
     assert sorted(p.name for p in out.iterdir()) == [f"img{i}_x2.png" for i in range(5)]
+
+
+def test_rerun_over_a_folder_ignores_earlier_outputs(models, tmp_path):
+    shoot = tmp_path / "shoot"
+    shoot.mkdir()
+    for i in range(2):
+        Image.fromarray(_rgb(16, 16, i)).save(shoot / f"p{i}.png")
+    first = run("sr", "x2", shoot, "--model", models["sr"])
+    assert first.returncode == 0, first.stderr
+    again = run("sr", "x2", shoot, "--model", models["sr"], "--skip-existing")
+    assert again.returncode == 0, again.stderr
+    assert "earlier result" in again.stderr and again.stdout == ""
+    for p in shoot.glob("*_x2.png"):
+        p.unlink()
+    inside = run("sr", "x2", shoot, "-o", shoot / "big", "--model", models["sr"])
+    assert inside.returncode == 0, inside.stderr
+    re_inside = run("sr", "x2", shoot, "-o", shoot / "big", "--model", models["sr"],
+                    "--skip-existing")
+    assert re_inside.returncode == 0 and "inside the output folder" in re_inside.stderr
+    assert sorted(p.name for p in (shoot / "big").iterdir()) == ["p0_x2.png", "p1_x2.png"]
+
+
+def test_options_are_checked_before_any_model_is_loaded(tmp_path):
+    src = tmp_path / "a.png"
+    Image.fromarray(_rgb(16, 16)).save(src)
+    for args, words in [(["--precision", "banana"], "--precision 'banana'"),
+                        (["--tile", "big"], "--tile 'big'"),
+                        (["--tile-mode", "magic"], "--tile-mode 'magic'")]:
+        res = run("sr", "x2", src, "--model", "no-such-model", *args)
+        assert res.returncode == 2 and words in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr
+    two = run("sr", "x2", src, src.with_name("b.png"), "-o", tmp_path / "out.png",
+              "--model", "no-such-model")
+    assert two.returncode == 2

@@ -24,17 +24,21 @@ def _fixture_model(name):
     return load_state_dict(model, load_file(str(case / "weights.safetensors")))
 
 
-@pytest.mark.parametrize("tile,overlap", [(32, 48), (16, 64), (24, 40), (8, 56)])
+@pytest.mark.parametrize("tile,overlap", [(32, 48), (16, 40), (24, 40), (40, 32)])
 def test_tiled_equals_whole_for_layernorm_swinir(tile, overlap):
     """Window-aligned tiles with enough context reproduce the whole-image output."""
     model = _fixture_model("swinir_classical_x2")
     torch.manual_seed(0)
-    x = torch.rand(3, 61, 45)  # not a tile multiple, not a window multiple
+    x = torch.rand(3, 125, 93)  # not a tile multiple, not a window multiple; crops < image
+    assert all(t.crop_shape != (125, 93) for t in tile_grid(125, 93, tile, overlap, 8))
     whole, st0 = Restorer(model, scale=2, size_multiple=8, device=CPU)(x)
     tiled, st = Restorer(model, scale=2, size_multiple=8, device=CPU, tile=tile,
                          overlap=overlap, batch=3)(x)
     assert st0.tile is None and st.tiles > 1
     assert (tiled - whole).abs().max().item() <= 1e-4
+    # and too little context is visibly not exact: the test can fail
+    short, _ = Restorer(model, scale=2, size_multiple=8, device=CPU, tile=tile, overlap=8)(x)
+    assert (short - whole).abs().max().item() > 1e-3
 
 
 def test_tiles_change_iln_output_measurably():

@@ -148,10 +148,10 @@ class InputNorm(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return (x - self.mean.to(x.dtype)) * self.img_range / self.std.to(x.dtype)
+        return (x - self.mean.to(x)) * self.img_range / self.std.to(x)
 
     def inverse(self, x: Tensor) -> Tensor:
-        return x * self.std.to(x.dtype) / self.img_range + self.mean.to(x.dtype)
+        return x * self.std.to(x) / self.img_range + self.mean.to(x)
 
 
 def drop_path_schedule(cfg: TransformerConfig) -> list[list[float]]:

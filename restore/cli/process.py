@@ -22,7 +22,7 @@ Inputs = Annotated[list[Path], typer.Argument(help="Image files and/or folders."
 Output = Annotated[Optional[Path], typer.Option(
     "-o", "--output", help="Output folder (default: beside each input), or a file for one input.")]
 Suffix = Annotated[Optional[str], typer.Option(
-    help="Appended to output file names (default: _x4, _denoise, _jpeg). '' for none.")]
+    help="Appended to output file names (default: _x2/_x3/_x4, _denoise, _jpeg). '' for none.")]
 Format = Annotated[str, typer.Option(
     "--format", help="Output format: same, png, jpg, webp or tiff.")]
 OutQuality = Annotated[int, typer.Option(
@@ -42,12 +42,13 @@ PrecisionOpt = Annotated[str, typer.Option(
 Tile = Annotated[str, typer.Option(
     help="Tile side in input pixels, 0 for the whole image, or auto (from free memory).")]
 TileOverlap = Annotated[Optional[int], typer.Option(
-    "--tile-overlap", min=0, help="Context per tile side in pixels (default: 2 windows).")]
+    "--tile-overlap", min=0,
+    help="Independent tiles: context per side in pixels (default: 2 windows, at least 16).")]
 TileModeOpt = Annotated[str, typer.Option(
     "--tile-mode", help="auto (exact for i-LN and HAT, independent otherwise), exact "
                         "(whole-image result, statistics carried across tiles) or independent "
                         "(faster, approximate for models with whole-image statistics).")]
-Batch = Annotated[int, typer.Option(min=1, help="Tiles per forward pass.")]
+Batch = Annotated[int, typer.Option(min=1, help="Independent tiles per forward pass.")]
 Outscale = Annotated[Optional[float], typer.Option(
     min=0.01, help="Final size relative to the input (model, then high-quality resize).")]
 TTA = Annotated[bool, typer.Option("--tta", help="x8 self-ensemble (flips, rotations): slower, a bit better.")]
@@ -154,6 +155,14 @@ def _load_model(task, scale: int, model: str | None, offline: bool) -> LoadedMod
                        sigma_range=sig, quality_range=qual)
 
 
+def _cpu_bytes_per_pixel(lm: LoadedModel) -> float:
+    """Rough peak memory per input pixel of a whole-image fp32 forward (for --tile auto
+    off CUDA, where it cannot be measured cheaply): about 32 feature maps of the body's
+    width alive at once, plus the reconstruction head's maps at the output resolution."""
+    cfg = lm.module.config
+    return 4.0 * (32 * cfg.embed_dim + 2 * 64 * lm.scale * lm.scale)
+
+
 def _dist_rank() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment (0, 1, 0 without it)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -168,11 +177,11 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
     import torch
     from tqdm import tqdm
 
-    from ..engine import Restorer, resolve_device, resolve_precision
+    from ..engine import Precision, Restorer, resolve_device, resolve_precision
     from ..errors import RestoreError, UsageError
     from ..pipeline import (
-        Existing, ImageOptions, OutputFormat, Result, Task, collect_inputs, plan_jobs,
-        restore_file, shard,
+        Existing, ImageOptions, OutputFormat, Result, Task, collect_inputs, drop_earlier_outputs,
+        plan_jobs, restore_file, shard,
     )
 
     task = Task(task_name)
@@ -184,8 +193,17 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
         raise UsageError(f"--format {common.fmt!r}: one of same, png, jpg, webp, tiff") from None
     existing = (Existing.SKIP if common.skip_existing else
                 Existing.OVERWRITE if common.overwrite else Existing.REFUSE)
+    # every option is checked before any model is loaded (which may mean a download)
+    tile = _parse_tile(common.tile)
+    tile_mode = _tile_mode(common.tile_mode)
+    try:
+        requested_precision = Precision(common.precision.lower())
+    except ValueError:
+        raise UsageError(f"--precision {common.precision!r}: one of auto, fp32, bf16, fp16") from None
     files, skipped = collect_inputs(common.inputs, common.recursive)
     suffix = default_suffix if common.suffix is None else common.suffix
+    files, earlier = drop_earlier_outputs(files, common.output, suffix, fmt)
+    skipped += earlier
     jobs = plan_jobs(files, common.output, suffix, fmt)
     rank, world, local = _dist_rank()
     if world > 1:
@@ -202,16 +220,17 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
         return
 
     device = resolve_device(common.device)
-    if world > 1 and device.type == "cuda" and common.device == "auto":
-        device = torch.device("cuda", local % torch.cuda.device_count())
+    if world > 1 and device.type == "cuda" and ":" not in common.device:
+        device = torch.device("cuda", local % torch.cuda.device_count())  # one GPU per rank
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if device.type == "cpu" and world > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     lm = _load_model(task, scale, common.model, common.offline)
-    precision, warning = resolve_precision(common.precision, device, lm.fp16_safe)
+    precision, warning = resolve_precision(requested_precision, device, lm.fp16_safe)
     if warning:
         _say(common, f"restore: warning: {warning}")
     lm.module.to(device)
-    tile = _parse_tile(common.tile)
 
     def tile_bar(total: int):
         # total 0: exact tiling runs many passes over the tiles; the count is not known
@@ -221,7 +240,8 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
     restorer = Restorer(lm.module, scale=lm.scale, size_multiple=lm.size_multiple,
                         device=device, precision=precision, tile=tile,
                         overlap=common.tile_overlap, batch=common.batch, tta=common.tta,
-                        tile_mode=_tile_mode(common.tile_mode), progress=tile_bar)
+                        tile_mode=tile_mode, progress=tile_bar,
+                        bytes_per_pixel=_cpu_bytes_per_pixel(lm) if device.type != "cuda" else None)
     opts = ImageOptions(task=task, output_quality=common.output_quality, outscale=common.outscale)
     _say(common, f"restore {task.value}: {len(jobs)} image(s), model {lm.name}, "
                  f"{device}, {precision.value}")
@@ -243,6 +263,9 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
                                         "(rerun with RESTORE_DEBUG=1 for a traceback)")
         for w in res.warnings:
             tqdm.write(f"{job.source}: warning: {w}", file=sys.stderr)
+        if res.status in ("failed", "skipped") and common.json:
+            print(json.dumps({"input": str(job.source), "output": None, "status": res.status,
+                              "reason": res.reason}), flush=True)
         if res.status == "failed":
             failed += 1
             reason = res.reason.removeprefix(f"{job.source}: ")
@@ -256,7 +279,7 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
             continue
         if common.json:
             print(json.dumps({"input": str(job.source), "output": str(job.target),
-                              "task": task.value, "model": lm.name, "device": str(device),
+                              "status": "ok", "task": task.value, "model": lm.name, "device": str(device),
                               "precision": precision.value,
                               "seconds": round(res.seconds, 3), **res.info}), flush=True)
         else:
@@ -341,7 +364,9 @@ def _quality_note(quality: int | None):
 def denoise_cmd(
     inputs: Inputs,
     sigma: Annotated[Optional[float], typer.Option(
-        min=0, max=255, help="Noise level on the 0..255 scale (default: estimated per image).")] = None,
+        min=0, max=255,
+        help="Noise level on the 0..255 scale (default: estimated per image). Recorded and "
+             "checked against the model's range; the models are blind to it.")] = None,
     output: Output = None, suffix: Suffix = None, fmt: Format = "same",
     output_quality: OutQuality = 95, recursive: Recursive = True,
     skip_existing: SkipExisting = False, overwrite: Overwrite = False, fail_fast: FailFast = False,
@@ -368,7 +393,8 @@ def jpeg_cmd(
     quality: Annotated[Optional[int], typer.Option(
         "--quality", min=1, max=100,
         help="JPEG quality the inputs were saved with (default: read from each JPEG's "
-             "quantization tables). The output's own quality is --output-quality.")] = None,
+             "quantization tables); recorded, the models are blind to it. The output's own "
+             "quality is --output-quality.")] = None,
     output: Output = None, suffix: Suffix = None, fmt: Format = "same",
     output_quality: OutQuality = 95, recursive: Recursive = True,
     skip_existing: SkipExisting = False, overwrite: Overwrite = False, fail_fast: FailFast = False,

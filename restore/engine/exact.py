@@ -90,16 +90,16 @@ class ExactRunner:
         n = 0
         for t, b in _spans(h, self.tile):
             for l, r in _spans(w, self.tile):
-                x = m[:, :, t:b, l:r].to(self.device).double()
+                x = m[:, :, t:b, l:r].double()  # the map lives on the CPU: sum it there
                 if shift is None:
                     shift = x.mean()
                 x = x - shift
-                total += x.sum().cpu()
-                total_sq += x.square().sum().cpu()
+                total += x.sum()
+                total_sq += x.square().sum()
                 n += x.numel()
         mean = total / n
         var = (total_sq / n - mean * mean).clamp_min(0)
-        return (mean + shift.cpu()).view(1, 1, 1), var.view(1, 1, 1)
+        return (mean + shift).view(1, 1, 1), var.view(1, 1, 1)
 
     def channel_mean(self, m: Tensor) -> Tensor:
         """(1, C) per-channel mean over all pixels, accumulated over tiles in fp64."""
@@ -107,7 +107,7 @@ class ExactRunner:
         total = torch.zeros(1, c, dtype=torch.float64)
         for t, b in _spans(h, self.tile):
             for l, r in _spans(w, self.tile):
-                total += m[:, :, t:b, l:r].to(self.device).double().sum(dim=(2, 3)).cpu()
+                total += m[:, :, t:b, l:r].double().sum(dim=(2, 3))
         return (total / (h * w)).float()
 
 

@@ -53,8 +53,12 @@ class RunStats:
 
 
 def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+    """CUDA/MPS out-of-memory errors, and the CPU allocator's."""
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    msg = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(
+        s in msg for s in ("out of memory", "can't allocate memory", "not enough memory"))
 
 
 def _available_ram() -> int | None:
@@ -91,6 +95,7 @@ class Restorer:
         self.batch = max(1, int(batch))
         self.tta = tta
         self.bytes_per_pixel = bytes_per_pixel
+        self._probed = False  # CUDA: bytes_per_pixel measured once, on first use
         self.progress = progress
         mode = TileMode(tile_mode)
         if mode is TileMode.AUTO:
@@ -144,7 +149,7 @@ class Restorer:
                     torch.cuda.empty_cache()
                 side = max(h, w) if tile == 0 else tile
                 smaller = round_up(side // 2, self.multiple)
-                if smaller >= side or smaller < 2 * self.multiple:
+                if smaller >= side:
                     raise OutOfMemory(
                         f"out of memory on {self.device} even with {side}px tiles; try "
                         "--device cpu or a smaller --batch") from None
@@ -172,8 +177,10 @@ class Restorer:
         return None if avail is None else int(avail * 0.5)
 
     def _bytes_per_pixel(self) -> float | None:
-        if self.bytes_per_pixel is None and self.device.type == "cuda":
+        """Measured on CUDA; elsewhere the caller's estimate (None: whole image)."""
+        if self.device.type == "cuda" and not self._probed:
             self.bytes_per_pixel = self._probe_cuda()
+            self._probed = True
         return self.bytes_per_pixel
 
     def _probe_cuda(self) -> float:
