@@ -1,0 +1,374 @@
+"""The training loop: config -> model -> data -> steps (EMA, clip, AMP) -> validation ->
+checkpoints.
+
+Readable on one screen or two on purpose (nanoGPT style). Single process, or one process
+per GPU/CPU under torchrun (DistributedDataParallel; rank 0 logs, validates and writes
+checkpoints; every rank draws its own disjoint samples, see data.SampleIndices).
+
+Bit-for-bit resume (CPU, same seed and thread count): the learning rate is a pure function
+of the step, the data of (seed, step, rank), and the checkpoint holds the optimizer, the
+AMP scaler and the torch RNG (drop-path) state of the step it was written at.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..archs import build
+from ..checkpoint import load_model, load_state_dict, read_checkpoint
+from ..errors import CheckpointError, ConfigError, RestoreError
+from ..metrics import psnr
+from . import state as ckpt
+from .config import Amp, Loss, Optimizer, Schedule, Task, TrainingConfig, dump_toml
+from .data import load_pairs, load_validation, make_loader, to_tensor
+from .stats import feature_stats
+
+
+class TrainingDiverged(RestoreError):
+    """The loss became NaN or Inf."""
+
+
+# -- model ---------------------------------------------------------------------------------
+
+def layernorm_to_iln(state: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """Rename a LayerNorm checkpoint for the i-LN twin of its model: same weights, norms
+    swapped. Every i-LN / Affine ``X.gamma`` / ``X.beta`` of ``model`` takes the LayerNorm
+    ``X.weight`` / ``X.bias`` (block norms become i-LN, the patch-embedding and final
+    LayerNorm become Affine); every other tensor is kept as is."""
+    out = dict(state)
+    for key in model.state_dict():
+        for new, old in ((".gamma", ".weight"), (".beta", ".bias")):
+            if key.endswith(new):
+                src = key[: -len(new)] + old
+                if src in out and key not in out:
+                    out[key] = out.pop(src)
+    return out
+
+
+def build_model(cfg: TrainingConfig) -> nn.Module:
+    """The model to train: from scratch, a checkpoint, a registry name, or a converted LN one."""
+    m = cfg.model
+    if m.name:
+        if m.arch:
+            raise ConfigError("model.arch: give model.name or model.arch, not both")
+        try:
+            from ..weights import load_registry_model  # type: ignore[attr-defined]
+        except ImportError:
+            raise ConfigError("model.name: this restore cannot load registry models yet "
+                              "(restore.weights.load_registry_model is missing); give "
+                              "model.init (a checkpoint file) instead") from None
+        return load_registry_model(m.name).train()
+    if not m.arch:  # a restore .safetensors file carries its own architecture
+        return load_model(m.init).train()
+    model = build(m.family, **dict(m.arch))
+    if m.init:
+        state = read_checkpoint(m.init)
+        if m.init_from_layernorm:
+            if getattr(model.config, "norm", None) is None or model.config.norm.value != "iln":
+                raise ConfigError("model.init_from_layernorm: model.arch must have norm = 'iln'")
+            state = layernorm_to_iln(state, model)
+        try:
+            load_state_dict(model, state)
+        except CheckpointError as exc:
+            raise CheckpointError(f"model.init {m.init}: {exc}") from None
+    return model.train()
+
+
+class EMA:
+    """Exponential moving average of the parameters: ``ema = d * ema + (1 - d) * w``.
+
+    ``d`` ramps as min(decay, (1 + t) / (10 + t)) so that a short run's EMA is not
+    dominated by the random initialization. Buffers are copied as they are.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        ema_p = list(self.model.parameters())
+        torch._foreach_lerp_(ema_p, [p.detach() for p in model.parameters()], 1.0 - d)
+        for b_ema, b in zip(self.model.buffers(), model.buffers()):
+            b_ema.copy_(b)
+
+
+# -- schedule and loss ----------------------------------------------------------------------
+
+def lr_at(step: int, cfg: TrainingConfig, minutes: float = 0.0) -> float:
+    """Learning rate of (0-based) step ``step``: linear warmup, then the schedule.
+
+    With ``train.schedule_by = "time"`` the cosine's progress is the larger of the step
+    fraction and the fraction of ``max_minutes`` already spent (``minutes``).
+    """
+    t = cfg.train
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    if t.schedule is Schedule.CONSTANT:
+        return t.lr
+    if t.schedule is Schedule.MULTISTEP:
+        return t.lr * t.gamma ** sum(step >= m for m in t.milestones)
+    span = max(1, t.max_steps - t.warmup_steps)
+    frac = min(1.0, (step - t.warmup_steps) / span)
+    if t.schedule_by == "time":
+        frac = min(1.0, max(frac, minutes / t.max_minutes))
+    return t.min_lr + (t.lr - t.min_lr) * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+def loss_fn(cfg: TrainingConfig) -> Callable[[Tensor, Tensor], Tensor]:
+    t = cfg.train
+    if t.loss is Loss.CHARBONNIER:
+        eps2 = t.charbonnier_eps ** 2
+        return lambda x, y: torch.sqrt((x.float() - y) ** 2 + eps2).mean()
+    return lambda x, y: (x.float() - y).abs().mean()
+
+
+def amp_dtype(amp: Amp, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (None = fp32): auto is bf16/fp16 on a GPU, fp32 on the CPU."""
+    if amp is Amp.FP32 or (amp is Amp.AUTO and device.type != "cuda"):
+        return None
+    if amp is Amp.AUTO:
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if amp is Amp.BF16 else torch.float16
+
+
+# -- validation -----------------------------------------------------------------------------
+
+@torch.no_grad()
+def validate(model: nn.Module, val: list, cfg: TrainingConfig, device: torch.device) -> dict:
+    """Mean PSNR of ``model`` (fp32, whole images) on the validation set, as evaluation
+    scores it: output rounded to uint8; SR: Y channel, crop = scale; denoise: RGB; JPEG: Y
+    (gray images on their gray values)."""
+    was_training = model.training
+    model.eval()
+    scores = {}
+    d = cfg.data
+    for name, lq, gt in val:
+        x = to_tensor(lq).unsqueeze(0).to(device)
+        y = model(x).clamp_(0, 1).mul_(255).round_().squeeze(0).to("cpu", torch.uint8)
+        out = y.permute(1, 2, 0).numpy()
+        out = out[:, :, 0] if gt.ndim == 2 else out
+        crop = d.scale if d.task is Task.SR else 0
+        scores[name] = psnr(out, gt, crop=crop, y_channel=d.task is not Task.DENOISE)
+    model.train(was_training)
+    return {"psnr": float(np.mean(list(scores.values()))), "images": scores}
+
+
+# -- the loop -------------------------------------------------------------------------------
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_pref: str) -> tuple[Dist, torch.device]:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: one process per GPU (nccl) or CPU (gloo)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available() and device_pref != "cpu"
+    if world > 1:
+        import torch.distributed as dist
+
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        d = Dist(dist.get_rank(), dist.get_world_size(), local)
+        return d, torch.device(f"cuda:{local}" if cuda else "cpu")
+    if device_pref.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"run.device={device_pref!r} but no CUDA device is available")
+    return Dist(), torch.device(device_pref if device_pref not in ("auto",)
+                                else ("cuda" if cuda else "cpu"))
+
+
+def _append_jsonl(path: Path, row: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def train(cfg: TrainingConfig, resume: bool = False, progress: bool = True,
+          echo: Callable[[str], None] = print) -> dict:
+    """Train as ``cfg`` says; with ``resume`` continue from the checkpoint in cfg.run.dir.
+
+    Returns a summary (last step, last loss, last validation). Raises TrainingDiverged on a
+    NaN/Inf loss (after which the last checkpoint is still intact).
+    """
+    dist_info, device = setup_distributed(cfg.run.device)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    run_dir = Path(cfg.run.dir)
+    if dist_info.main:
+        if not resume and ckpt.has_checkpoint(run_dir):
+            raise ConfigError(f"run.dir {run_dir} already holds a run; resume it with "
+                              f"--resume {run_dir} or choose another run.dir")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.atomic_write_bytes(run_dir / ckpt.CONFIG, dump_toml(cfg).encode())
+
+    torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
+    model = build_model(cfg).to(device)
+    ema = EMA(model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
+    t = cfg.train
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt_cls = torch.optim.AdamW if t.optimizer is Optimizer.ADAMW else torch.optim.Adam
+    optimizer = opt_cls(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+    dtype = amp_dtype(t.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+    criterion = loss_fn(cfg)
+
+    start, elapsed_before = 0, 0.0
+    rng_state = None
+    if resume:
+        st = ckpt.load_state(run_dir, model, ema.model if ema else None, optimizer, scaler)
+        start, elapsed_before = int(st["step"]), float(st["elapsed"])
+        rng_state = (st["rng_torch"], st.get("rng_cuda") or [])
+    stop = t.max_steps if not t.stop_at else min(t.max_steps, t.stop_at)
+    if start >= stop:
+        if dist_info.main:
+            echo(f"run {run_dir} is already at step {start} (stop at {stop}): nothing to do")
+        return {"step": start}
+
+    net: nn.Module = model
+    if dist_info.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    pairs = load_pairs(cfg.data)
+    val = load_validation(cfg.data) if dist_info.main else []
+    loader = make_loader(pairs, cfg.data, cfg.run.seed, start, stop, dist_info.rank,
+                         dist_info.world)
+    n_params = sum(p.numel() for p in model.parameters())
+    if dist_info.main:
+        echo(f"training {cfg.model.family} ({n_params:,} parameters) on {device}"
+             f"{f' x{dist_info.world} processes' if dist_info.world > 1 else ''}: "
+             f"{len(pairs)} training images, {len(val)} validation images, "
+             f"steps {start}..{stop}, run dir {run_dir}")
+
+    # The drop-path RNG: per rank, restored on resume (after the model and data are ready).
+    if rng_state is not None:
+        torch.set_rng_state(rng_state[0])
+        if rng_state[1] and device.type == "cuda":
+            torch.cuda.set_rng_state_all(rng_state[1])
+    else:
+        torch.manual_seed(cfg.run.seed * 1000 + dist_info.rank + 1)
+
+    bar = None
+    if dist_info.main and progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=stop, initial=start, unit="it", dynamic_ncols=True,
+                   mininterval=1.0 if os.isatty(2) else 30.0)
+    t0 = time.monotonic()
+    last_ckpt = t0
+    step = start
+    window: list[float] = []
+    tick, tick_step = time.monotonic(), start
+    result: dict = {"step": start}
+
+    def save(step_: int) -> None:
+        ckpt.save_state(run_dir, step=step_, model=model, ema=ema.model if ema else None,
+                        optimizer=optimizer, scaler=scaler,
+                        elapsed=elapsed_before + time.monotonic() - t0, config=cfg.to_dict(),
+                        extra={"parameters": n_params})
+
+    def validate_and_log(step_: int) -> None:
+        if not val:
+            return
+        res = validate(ema.model if ema else model, val, cfg, device)
+        _append_jsonl(run_dir / "val.jsonl", {"step": step_, **res})
+        name0, lq0, _ = val[0]
+        rows = feature_stats(model.eval(), to_tensor(lq0).unsqueeze(0).to(device))
+        model.train()
+        _append_jsonl(run_dir / "stats.jsonl", {"step": step_, "image": name0, "blocks": rows})
+        result["val_psnr"] = res["psnr"]
+        msg = f"step {step_}: validation PSNR {res['psnr']:.3f} dB"
+        (bar.write if bar else echo)(msg)
+
+    try:
+        for lq, gt in loader:
+            lr = lr_at(step, cfg, (elapsed_before + time.monotonic() - t0) / 60.0)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            lq, gt = lq.to(device, non_blocking=True), gt.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=dtype or torch.float32,
+                                enabled=dtype is not None):
+                out = net(lq)
+            loss = criterion(out, gt)
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise TrainingDiverged(
+                    f"step {step + 1}: the loss is {loss_value} (NaN/Inf); training stopped. "
+                    f"The last checkpoint in {run_dir} is intact. Try a lower train.lr "
+                    f"(now {lr:.3g}), train.grad_clip, or train.amp = 'fp32'.")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if t.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            if ema:
+                ema.update(model, step)
+            window.append(loss_value)
+            result.update(step=step, loss=loss_value)
+
+            # Stop on the wall clock: every rank must agree, so rank 0 decides.
+            over = t.max_minutes and (elapsed_before + time.monotonic() - t0) > 60 * t.max_minutes
+            if dist_info.world > 1:
+                import torch.distributed as dist
+
+                flag = torch.tensor([1.0 if over else 0.0], device=device)
+                dist.broadcast(flag, 0)
+                over = bool(flag.item())
+            final = step >= stop or over
+            if not dist_info.main:
+                if final:
+                    break
+                continue
+            if bar:
+                bar.update(1)
+            if step % t.log_every == 0 or final:
+                now = time.monotonic()
+                its = (step - tick_step) / max(now - tick, 1e-9)
+                tick, tick_step = now, step
+                row = {"step": step, "loss": float(np.mean(window)), "lr": lr, "it_s": its,
+                       "elapsed_s": round(elapsed_before + now - t0, 2)}
+                window = []
+                _append_jsonl(run_dir / "log.jsonl", row)
+                if bar:
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}")
+            if final or (t.val_every and step % t.val_every == 0):
+                validate_and_log(step)
+            due = (t.ckpt_every and step % t.ckpt_every == 0) or (
+                t.ckpt_minutes and time.monotonic() - last_ckpt > 60 * t.ckpt_minutes)
+            if final or due:
+                save(step)
+                last_ckpt = time.monotonic()
+            if final:
+                break
+    finally:
+        if bar:
+            bar.close()
+        if dist_info.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    return result
