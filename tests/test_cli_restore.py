@@ -224,3 +224,27 @@ def test_options_are_checked_before_any_model_is_loaded(tmp_path):
     two = run("sr", "x2", src, src.with_name("b.png"), "-o", tmp_path / "out.png",
               "--model", "no-such-model")
     assert two.returncode == 2
+
+
+def test_shipped_default_restores_offline_and_beats_bicubic(tmp_path):
+    """`restore sr x4 photo` with no --model and no network uses the embedded default, and
+    it is a trained model: closer to the ground truth than bicubic."""
+    from shared_paths import BENCHMARKS, require
+
+    from restore.degrade import imresize
+    from restore.metrics import psnr
+
+    hr = np.asarray(Image.open(require(BENCHMARKS / "Kodak24" / "HR" / "kodim23.png")))
+    hr = hr[200:296, 300:428]  # 96x128: a parrot's head, quick on a CPU
+    lr = imresize(hr, 1 / 4)
+    Image.fromarray(lr).save(tmp_path / "small.png")
+    res = run("sr", "x4", tmp_path / "small.png", "--json",
+              env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-hf")})
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert info["model"] == "swinir-iln-t.sr-x4"
+    out = np.asarray(Image.open(info["output"]))
+    assert out.shape == hr.shape
+    ours = psnr(out, hr, crop=4, y_channel=True)
+    bicubic = psnr(imresize(lr, 4), hr, crop=4, y_channel=True)
+    assert ours > bicubic + 0.5, (ours, bicubic)
