@@ -124,6 +124,9 @@ def test_save_and_load_model_round_trip_is_exact(tmp_path):
             p.add_(0.01 * torch.randn_like(p))
     path = save_model(src, tmp_path / "sub" / "m.safetensors", {"note": "test"})
     assert sorted(os.listdir(path.parent)) == ["m.safetensors"]  # no temp file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # a normal file, not mkstemp's 0600
     meta = read_metadata(path)
     assert meta["format"] == "restore" and meta["family"] == "swinir" and meta["note"] == "test"
     assert json.loads(meta["config"])["norm"] == "iln"
