@@ -37,6 +37,7 @@ import numpy as np
 from .degrade import add_gaussian_noise, imresize, jpeg_compress, modcrop
 from .errors import RestoreError, UsageError
 from .metrics import psnr, ssim
+from .tasks import Task
 
 __all__ = [
     "Baseline", "Channel", "IMAGE_SUFFIXES", "ImageScore", "Method", "Protocol", "SetResult",
@@ -48,12 +49,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 # Folder names that hold a set's ground truth: the set is named by their parent.
 GT_FOLDER_NAMES = ("hr", "gt")
-
-
-class Task(str, Enum):
-    SR = "sr"
-    DENOISE = "denoise"
-    JPEG = "jpeg"
 
 
 class Baseline(str, Enum):

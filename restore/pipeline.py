@@ -23,12 +23,7 @@ from enum import Enum
 from pathlib import Path
 
 from .errors import RestoreError, UsageError
-
-
-class Task(str, Enum):
-    SR = "sr"
-    DENOISE = "denoise"
-    JPEG = "jpeg"
+from .tasks import Task
 
 
 class OutputFormat(str, Enum):

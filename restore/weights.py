@@ -60,7 +60,6 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -68,6 +67,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Union
 
 from .errors import ConfigError, RestoreError, UsageError
+from .tasks import Task
 
 if TYPE_CHECKING:
     from torch import nn
@@ -117,12 +117,6 @@ class NoDefaultModelError(UsageError):
 
 
 # -- the typed registry -------------------------------------------------------------------
-
-class Task(str, Enum):
-    SR = "sr"
-    DENOISE = "denoise"
-    JPEG = "jpeg"
-
 
 @dataclass(frozen=True)
 class HubSource:

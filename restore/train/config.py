@@ -28,16 +28,11 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from ..errors import ConfigError
+from ..tasks import Task
 
 __all__ = ["Amp", "DataConfig", "Loss", "ModelConfig", "Optimizer", "RunConfig", "Schedule",
            "Task", "TrainConfig", "TrainingConfig", "apply_overrides", "load_config",
            "parse_config", "parse_override"]
-
-
-class Task(str, Enum):
-    SR = "sr"
-    DENOISE = "denoise"
-    JPEG = "jpeg"
 
 
 class Loss(str, Enum):
