@@ -597,17 +597,21 @@ def _relpath(s: _Table, key: str) -> str:
     return v
 
 
+def _open_table(section: str, name: str, data: Any, origin: str, keys) -> tuple:
+    """Check an entry's name and keys; returns its table, family and norm."""
+    where = f'{origin}: [{section}."{name}"]'
+    if not _NAME_RE.fullmatch(name):
+        raise ConfigError(f"{where}: the name is malformed (expected {_PATTERN_HELP[_NAME_RE]})")
+    t = _Table(data, where)
+    t.finish(keys)
+    return t, t.text("family", choices=FAMILIES), t.text("norm", choices=NORMS)
+
+
 def parse_entry(name: str, data: Any, origin: str, *, embedded_root: Path | None = None,
                 data_dir: Path | None = None, strict: bool = True) -> ModelSpec:
     """One ``[models."NAME"]`` table -> ModelSpec. ``strict`` (the shipped registry) also
     requires ``params`` and at least one PSNR."""
-    where = f'{origin}: [models."{name}"]'
-    if not _NAME_RE.fullmatch(name):
-        raise ConfigError(f"{where}: the name is malformed (expected {_PATTERN_HELP[_NAME_RE]})")
-    t = _Table(data, where)
-    t.finish(ENTRY_KEYS)
-    family = t.text("family", choices=FAMILIES)
-    norm = t.text("norm", choices=NORMS)
+    t, family, norm = _open_table("models", name, data, origin, ENTRY_KEYS)
     task, scale, sigma, quality = _task_fields(t)
     config = _config(t, family, norm, task, scale)
     psnr, psnr_source = _psnr(t, required=strict)
@@ -623,13 +627,8 @@ def parse_entry(name: str, data: Any, origin: str, *, embedded_root: Path | None
 
 
 def parse_preset(name: str, data: Any, origin: str) -> Preset:
-    where = f'{origin}: [presets."{name}"]'
-    if not _NAME_RE.fullmatch(name):
-        raise ConfigError(f"{where}: the name is malformed (expected {_PATTERN_HELP[_NAME_RE]})")
-    t = _Table(data, where)
-    t.finish(PRESET_KEYS)
-    family = t.text("family", choices=FAMILIES)
-    norm = t.text("norm", choices=NORMS)
+    t, family, norm = _open_table("presets", name, data, origin, PRESET_KEYS)
+    where = t.where
     task = Task(t.text("task", choices=tuple(x.value for x in Task)))
     cfg_raw = t.raw("config")
     scale = cfg_raw.get("upscale") if isinstance(cfg_raw, Mapping) else None

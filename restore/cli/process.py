@@ -290,8 +290,12 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
         raise typer.Exit(1)
 
 
-def _common(**kw) -> Common:
-    return Common(**kw)
+def _common(params: dict) -> Common:
+    """The shared options out of a command's parameters (its ``locals()``)."""
+    from dataclasses import fields
+
+    values = dict(params, json=params["json_out"])
+    return Common(**{f.name: values[f.name] for f in fields(Common)})
 
 
 @app.command("sr", no_args_is_help=True)
@@ -313,13 +317,7 @@ def sr_cmd(
     s = scale.lower().removeprefix("x")
     if s not in ("2", "3", "4"):
         raise UsageError(f"scale {scale!r}: one of x2, x3, x4")
-    common = _common(inputs=inputs, output=output, suffix=suffix, fmt=fmt,
-                     output_quality=output_quality, recursive=recursive,
-                     skip_existing=skip_existing, overwrite=overwrite, fail_fast=fail_fast,
-                     model=model, device=device, precision=precision, tile=tile,
-                     tile_overlap=tile_overlap, tile_mode=tile_mode, batch=batch,
-                     outscale=outscale, tta=tta,
-                     offline=offline, quiet=quiet, json=json_out)
+    common = _common(locals())
     run_command("sr", int(s), common, f"_x{s}")
 
 
@@ -377,13 +375,7 @@ def denoise_cmd(
     quiet: Quiet = False, json_out: JsonOut = False,
 ) -> None:
     """Remove Gaussian noise (sigma on the 0..255 scale, estimated when not given)."""
-    common = _common(inputs=inputs, output=output, suffix=suffix, fmt=fmt,
-                     output_quality=output_quality, recursive=recursive,
-                     skip_existing=skip_existing, overwrite=overwrite, fail_fast=fail_fast,
-                     model=model, device=device, precision=precision, tile=tile,
-                     tile_overlap=tile_overlap, tile_mode=tile_mode, batch=batch,
-                     outscale=outscale, tta=tta,
-                     offline=offline, quiet=quiet, json=json_out)
+    common = _common(locals())
     run_command("denoise", 1, common, "_denoise", before=_sigma_note(sigma))
 
 
@@ -405,11 +397,5 @@ def jpeg_cmd(
     quiet: Quiet = False, json_out: JsonOut = False,
 ) -> None:
     """Remove JPEG compression artifacts."""
-    common = _common(inputs=inputs, output=output, suffix=suffix, fmt=fmt,
-                     output_quality=output_quality, recursive=recursive,
-                     skip_existing=skip_existing, overwrite=overwrite, fail_fast=fail_fast,
-                     model=model, device=device, precision=precision, tile=tile,
-                     tile_overlap=tile_overlap, tile_mode=tile_mode, batch=batch,
-                     outscale=outscale, tta=tta,
-                     offline=offline, quiet=quiet, json=json_out)
+    common = _common(locals())
     run_command("jpeg", 1, common, "_jpeg", before=_quality_note(quality))
