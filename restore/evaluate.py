@@ -45,7 +45,7 @@ __all__ = [
     "model_method", "read_image", "restore_image", "score_image",
 ]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 # Folder names that hold a set's ground truth: the set is named by their parent.
 GT_FOLDER_NAMES = ("hr", "gt")
@@ -268,7 +268,7 @@ def write_png(path: str | os.PathLike, img: np.ndarray) -> Path:
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    """The image files (png/jpg/jpeg/bmp/tif/tiff, any case) directly in ``folder``, sorted."""
+    """The image files (png/jpg/jpeg/bmp/tif/tiff/webp, any case) directly in ``folder``, sorted."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"{folder}: not a folder")

@@ -287,3 +287,28 @@ def test_paired_folders_and_resumable_samples(tmp_path):
     lq2, gt2 = make_sample(pairs, cfg.data, seed=1, k=7)  # a pure function of (seed, k)
     assert torch.equal(lq, lq2) and torch.equal(gt, gt2)
     assert not torch.equal(make_sample(pairs, cfg.data, seed=1, k=8)[1], gt)
+
+
+def test_partial_init_takes_the_body_of_another_scale(tmp_path):
+    from restore.archs import build
+    from restore.train.config import parse_config
+    from restore.train.loop import build_model
+
+    x4 = build("swinir", **{**TINY_ARCH, "upscale": 4, "upsampler": "pixelshuffledirect"})
+    torch.save(x4.state_dict(), tmp_path / "x4.pth")
+    arch = {**TINY_ARCH, "upscale": 2, "upsampler": "pixelshuffledirect"}
+    said = []
+    cfg = parse_config({"model": {"arch": arch, "init": str(tmp_path / "x4.pth"),
+                                  "init_partial": True}, "data": {"train": ["unused"]}})
+    x2 = build_model(cfg, said.append).state_dict()
+    ref = x4.state_dict()
+    assert torch.equal(x2["conv_first.weight"], ref["conv_first.weight"])
+    assert torch.equal(x2["conv_after_body.weight"], ref["conv_after_body.weight"])
+    head = [k for k in x2 if k.startswith("upsample.")]
+    assert head and all(x2[k].shape != ref[k].shape for k in head if k.endswith("weight"))
+    assert said and all(k in said[0] for k in head)
+    # Strict init of the same file still refuses the other scale, naming the keys.
+    strict = parse_config({"model": {"arch": arch, "init": str(tmp_path / "x4.pth")},
+                           "data": {"train": ["unused"]}})
+    with pytest.raises(Exception, match="upsample"):
+        build_model(strict)

@@ -4,7 +4,8 @@ Format (every key optional except ``data.train`` and either ``model.arch`` or
 ``model.name``; see ``configs/*.toml``):
 
     [run]    dir, seed, device ("auto" | "cpu" | "cuda"), threads
-    [model]  family, name (registry), init (checkpoint path), init_from_layernorm, [model.arch]
+    [model]  family, name (registry), init (checkpoint path), init_from_layernorm,
+             init_partial, [model.arch]
     [data]   task ("sr" | "denoise" | "jpeg"), scale, train (folders), train_lq (paired LQ
              folders), patch_size (LQ pixels), batch_size, workers, gray, sigma, quality,
              val (folder of clean images), val_max_images, val_max_side
@@ -72,6 +73,9 @@ class ModelConfig:
     name: str = ""  # a registry name (needs restore.weights.load_registry_model)
     init: str = ""  # a checkpoint to start from (fine-tuning); "" = from scratch
     init_from_layernorm: bool = False  # init is a LayerNorm checkpoint: convert to i-LN
+    # Take only the tensors of init whose name and shape fit (e.g. the body of a model of
+    # another scale or task); the rest keep their fresh initialization.
+    init_partial: bool = False
     arch: dict = field(default_factory=dict)  # reference constructor kwargs for archs.build
 
 
@@ -218,6 +222,10 @@ def _check(cfg: TrainingConfig) -> None:
     need(not (m.init and m.name), "model.init", "give model.init or model.name, not both")
     need(not m.init_from_layernorm or bool(m.init), "model.init_from_layernorm",
          "needs model.init (the LayerNorm checkpoint)")
+    need(not m.init_partial or bool(m.init), "model.init_partial",
+         "needs model.init (the checkpoint to take tensors from)")
+    need(not m.init_partial or bool(m.arch), "model.init_partial",
+         "needs [model.arch] (the architecture being trained)")
     need(d.scale >= 1, "data.scale", "must be >= 1")
     need(d.task is Task.SR or d.scale == 1, "data.scale",
          f"must be 1 for task {d.task.value!r}")

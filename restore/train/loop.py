@@ -26,7 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from ..archs import build
-from ..checkpoint import load_model, load_state_dict, read_checkpoint
+from ..checkpoint import (drop_recomputed, load_model, load_state_dict, read_checkpoint,
+                          unwrap_state_dict)
 from ..errors import CheckpointError, ConfigError, RestoreError
 from ..metrics import psnr
 from . import state as ckpt
@@ -56,8 +57,18 @@ def layernorm_to_iln(state: dict[str, Tensor], model: nn.Module) -> dict[str, Te
     return out
 
 
-def build_model(cfg: TrainingConfig) -> nn.Module:
-    """The model to train: from scratch, a checkpoint, a registry name, or a converted LN one."""
+def partial_state(state: dict[str, Tensor], model: nn.Module) -> tuple[dict, list[str]]:
+    """The tensors of ``state`` that ``model`` has under the same name and shape, and the
+    names of the model's tensors left out (they keep their fresh initialization)."""
+    own = model.state_dict()
+    kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    return kept, sorted(k for k in own if k not in kept)
+
+
+def build_model(cfg: TrainingConfig, echo: Callable[[str], None] = lambda msg: None
+                ) -> nn.Module:
+    """The model to train: from scratch, a checkpoint (whole or, with model.init_partial,
+    the tensors that fit), a registry name, or a converted LN one."""
     m = cfg.model
     if m.name:
         if m.arch:
@@ -78,6 +89,15 @@ def build_model(cfg: TrainingConfig) -> nn.Module:
             if getattr(model.config, "norm", None) is None or model.config.norm.value != "iln":
                 raise ConfigError("model.init_from_layernorm: model.arch must have norm = 'iln'")
             state = layernorm_to_iln(state, model)
+        if m.init_partial:
+            state, fresh = partial_state(drop_recomputed(unwrap_state_dict(state)), model)
+            if not state:
+                raise ConfigError(f"model.init {m.init}: no tensor fits model.arch "
+                                  "(model.init_partial takes those with the same name and shape)")
+            model.load_state_dict(state, strict=False)
+            echo(f"model.init_partial: {len(state)} tensors from {m.init}; fresh: "
+                 f"{', '.join(fresh) or 'none'}")
+            return model.train()
         try:
             load_state_dict(model, state)
         except CheckpointError as exc:
@@ -222,7 +242,7 @@ def train(cfg: TrainingConfig, resume: bool = False, progress: bool = True,
         ckpt.atomic_write_bytes(run_dir / ckpt.CONFIG, dump_toml(cfg).encode())
 
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
-    model = build_model(cfg).to(device)
+    model = build_model(cfg, echo if dist_info.main else lambda msg: None).to(device)
     ema = EMA(model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
     t = cfg.train
     params = [p for p in model.parameters() if p.requires_grad]
