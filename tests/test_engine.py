@@ -103,6 +103,7 @@ def test_non_finite_tiles_are_recomputed_in_fp32():
                      precision=Precision.BF16, tile=16, overlap=8)(x)
     torch.testing.assert_close(y, x * 2)
     assert st.fp32_recomputed == st.tiles == 9
+    assert len(st.notes) == 1 and "recomputed in fp32" in st.notes[0]
 
 
 def test_tta_undoes_each_of_its_eight_transforms():

@@ -82,3 +82,24 @@ def test_moments_do_not_depend_on_the_tiling():
         assert abs(var.item() - ref.var(unbiased=False).item()) / ref.var().item() < 1e-9
         cm = ExactRunner(CPU, Precision.FP32, tile).channel_mean(m)
         torch.testing.assert_close(cm, ref.mean(dim=(2, 3)).float())
+
+
+def test_moments_gathered_in_the_tile_pass_match_a_separate_pass():
+    from restore.engine.exact import combine_moments
+
+    torch.manual_seed(0)
+    m = torch.randn(1, 6, 50, 70) * 3 + 1e4
+    ref = m.double()
+    for tile in (7, 16, 64):
+        run = ExactRunner(CPU, Precision.FP32, tile)
+        out, (mean, var) = run.local(lambda a: a * 1.0, [m], moments=True)
+        assert torch.equal(out, m)
+        assert abs(mean.item() - ref.mean().item()) < 1e-6
+        assert abs(var.item() - ref.var(unbiased=False).item()) / ref.var().item() < 1e-9
+    # Chan's combination of unequal parts is the moments of the union.
+    a, b = torch.randn(100).double() + 5, torch.randn(7).double() * 10
+    mean, var = combine_moments([(100, a.mean(), a.var(unbiased=False)),
+                                 (7, b.mean(), b.var(unbiased=False))])
+    both = torch.cat([a, b])
+    assert abs(mean.item() - both.mean().item()) < 1e-12
+    assert abs(var.item() - both.var(unbiased=False).item()) < 1e-12

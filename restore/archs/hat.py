@@ -123,11 +123,11 @@ class HAB(nn.Module):
         """``pooled["cab"]``: (B, C) channel means of br["cab"] over the whole image."""
         gate = self.conv_block.cab[3].weights(pooled["cab"]).to(br["cab"].dtype)
         conv_x = br["cab"] * gate[:, None, :]
-        return x + self.norm1.denorm(self.drop_path(br["attn"]) + conv_x * self.conv_scale, st1)
+        return self.norm1.residual(x, self.drop_path(br["attn"]) + conv_x * self.conv_scale, st1)
 
     def mlp_step(self, x: Tensor, st2) -> Tensor:
         y, st2 = self.norm2.normalize(x, st2)
-        return x + self.norm2.denorm(self.drop_path(self.mlp(y)), st2)
+        return self.norm2.residual(x, self.drop_path(self.mlp(y)), st2)
 
     def forward(self, x: Tensor, hw: tuple[int, int], rpi: Tensor, mask: Tensor | None) -> Tensor:
         st1 = self.norm1.statistics(x)
@@ -190,11 +190,11 @@ class OCAB(nn.Module):
         return {"attn": self.proj(self.cross_attention(y, hw, rpi))}
 
     def merge(self, x: Tensor, br: dict[str, Tensor], st1, pooled=None) -> Tensor:
-        return x + self.norm1.denorm(br["attn"], st1)
+        return self.norm1.residual(x, br["attn"], st1)
 
     def mlp_step(self, x: Tensor, st2) -> Tensor:
         y, st2 = self.norm2.normalize(x, st2)
-        return x + self.norm2.denorm(self.mlp(y), st2)
+        return self.norm2.residual(x, self.mlp(y), st2)
 
     def forward(self, x: Tensor, hw: tuple[int, int], rpi: Tensor) -> Tensor:
         st1 = self.norm1.statistics(x)

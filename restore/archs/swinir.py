@@ -73,11 +73,11 @@ class SwinBlock(nn.Module):
         return {"attn": self.attention(y, hw, rpi, mask)}
 
     def merge(self, x: Tensor, br: dict[str, Tensor], st1, pooled=None) -> Tensor:
-        return x + self.norm1.denorm(self.drop_path(br["attn"]), st1)
+        return self.norm1.residual(x, self.drop_path(br["attn"]), st1)
 
     def mlp_step(self, x: Tensor, st2) -> Tensor:
         y, st2 = self.norm2.normalize(x, st2)
-        return x + self.norm2.denorm(self.drop_path(self.mlp(y)), st2)
+        return self.norm2.residual(x, self.drop_path(self.mlp(y)), st2)
 
     def forward(self, x: Tensor, hw: tuple[int, int], rpi: Tensor, mask: Tensor | None) -> Tensor:
         st1 = self.norm1.statistics(x)
@@ -223,11 +223,12 @@ class SwinIR(nn.Module):
 
 
 # -- exact tiled execution (restore.engine.exact) -----------------------------------------
-def _block_stats(norm: nn.Module, t: Tensor, run) -> ILNStats | None:
-    """Whole-map i-LN statistics of ``t`` from the runner's fp64 tile sums (None for LN)."""
+def _block_stats(norm: nn.Module, t: Tensor, run, mom=None) -> ILNStats | None:
+    """Whole-map i-LN statistics of ``t`` (None for LN): from ``mom`` (mean, var) when the
+    pass that wrote ``t`` accumulated them, else from the runner's fp64 tile sums."""
     if not isinstance(norm, ILN):
         return None
-    mean, var = run.moments(t)
+    mean, var = mom if mom is not None else run.moments(t)
     return iln_stats_from_moments(mean, var, norm.eps)
 
 
@@ -235,44 +236,64 @@ def _on(st: ILNStats | None, device) -> ILNStats | None:
     return None if st is None else ILNStats(st.mean.to(device), st.std.to(device))
 
 
-def exact_block(blk: nn.Module, t: Tensor, run, rpi: Tensor, shifted_mask: bool) -> Tensor:
+def exact_block(blk: nn.Module, t: Tensor, run, rpi: Tensor, shifted_mask: bool, mom=None):
     """One block over whole maps: stats, local branches, global pools, pointwise merge+MLP.
 
-    t: (1, C, H, W) float32 CPU token map in image layout. Uses the block's own
-    branches/merge/mlp_step, so there is one implementation of the math.
+    t: (1, C, H, W) float32 CPU token map in image layout; ``mom``: its (mean, var) if
+    known. Returns the block's output map and, for i-LN, its (mean, var) (else None). Uses
+    the block's own branches/merge/mlp_step, so there is one implementation of the math.
+    Without pooled branches (Swin blocks, OCAB) the merge is pointwise given the input
+    statistics and runs in the same tile pass as the attention: two passes per block.
     """
     ws = blk.window_size
-    st1 = _block_stats(blk.norm1, t, run)
+    iln = isinstance(blk.norm1, ILN)
+    st1 = _block_stats(blk.norm1, t, run, mom)
+    pooled_keys = tuple(getattr(blk, "pooled_branches", ()))
     keys: list[str] = []
+    masks: dict[tuple, Tensor] = {}  # one shift mask per tile shape, not per tile
 
     def branches(crop: Tensor):
         hw = (crop.shape[2], crop.shape[3])
         mask = None
         if shifted_mask and getattr(blk, "shift_size", 0):
-            mask = shift_attention_mask(*hw, ws, blk.shift_size, crop.device)
-        br = blk.branches(image_to_tokens(crop), hw, rpi.to(crop.device), mask, _on(st1, crop.device))
+            key = (hw, crop.device)
+            if key not in masks:
+                masks[key] = shift_attention_mask(*hw, ws, blk.shift_size, crop.device)
+            mask = masks[key]
+        x = image_to_tokens(crop)
+        st = _on(st1, crop.device)
+        br = blk.branches(x, hw, rpi.to(crop.device), mask, st)
+        if not pooled_keys:
+            return tokens_to_image(blk.merge(x, br, st), *hw)
         keys[:] = list(br)
         return tuple(tokens_to_image(br[k], *hw) for k in keys)
 
-    maps = run.local(branches, [t], halo=blk.halo, align=ws)
-    maps = (maps,) if isinstance(maps, Tensor) else maps
-    pooled = {k: run.channel_mean(maps[keys.index(k)])
-              for k in getattr(blk, "pooled_branches", ())}
+    def local(fn, maps, **kw):  # -> (map, its (mean, var) for i-LN, else None)
+        out = run.local(fn, maps, moments=iln, **kw)
+        return out if iln else (out, None)
 
-    def merge(tc: Tensor, *bs: Tensor):
-        hw = (tc.shape[2], tc.shape[3])
-        br = {k: image_to_tokens(b) for k, b in zip(keys, bs)}
-        p = {k: v.to(tc.device) for k, v in pooled.items()}
-        return tokens_to_image(blk.merge(image_to_tokens(tc), br, _on(st1, tc.device), p), *hw)
+    if not pooled_keys:
+        t1, mom1 = local(branches, [t], halo=blk.halo, align=ws)
+    else:
+        maps = run.local(branches, [t], halo=blk.halo, align=ws)
+        maps = (maps,) if isinstance(maps, Tensor) else maps
+        pooled = {k: run.channel_mean(maps[keys.index(k)]) for k in pooled_keys}
 
-    t1 = run.local(merge, [t, *maps])
-    st2 = _block_stats(blk.norm2, t1, run)
+        def merge(tc: Tensor, *bs: Tensor):
+            hw = (tc.shape[2], tc.shape[3])
+            br = {k: image_to_tokens(b) for k, b in zip(keys, bs)}
+            p = {k: v.to(tc.device) for k, v in pooled.items()}
+            return tokens_to_image(blk.merge(image_to_tokens(tc), br, _on(st1, tc.device), p),
+                                   *hw)
+
+        t1, mom1 = local(merge, [t, *maps])
+    st2 = _block_stats(blk.norm2, t1, run, mom1)
 
     def mlp(tc: Tensor):
         hw = (tc.shape[2], tc.shape[3])
         return tokens_to_image(blk.mlp_step(image_to_tokens(tc), _on(st2, tc.device)), *hw)
 
-    return run.local(mlp, [t1])
+    return local(mlp, [t1])
 
 
 def _conv_halo(m: nn.Module) -> int:
@@ -302,8 +323,9 @@ def forward_exact(model: nn.Module, x: Tensor, run, layer_blocks) -> Tensor:
     t = shallow if embed_norm is None else run.local(tokenwise(embed_norm), [shallow])
     for layer in model.layers:
         group_in = t
+        mom = None  # (mean, var) of t when the pass that wrote it accumulated them
         for blk, rpi, shifted in layer_blocks(layer):
-            t = exact_block(blk, t, run, rpi, shifted)
+            t, mom = exact_block(blk, t, run, rpi, shifted, mom)
         t = run.local(lambda a, g, c=layer.conv: c(a) + g, [t, group_in],
                       halo=_conv_halo(layer.conv))
     t = run.local(tokenwise(model.norm), [t])

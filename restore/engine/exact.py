@@ -45,19 +45,24 @@ class ExactRunner:
         self.tiles_run = 0
 
     def local(self, fn: Callable[..., Tensor | tuple[Tensor, ...]], maps: Sequence[Tensor],
-              halo: int = 0, scale: int = 1, align: int = 1) -> Tensor | tuple[Tensor, ...]:
+              halo: int = 0, scale: int = 1, align: int = 1, moments: bool = False):
         """Apply ``fn`` to tiles of ``maps`` and assemble the cores of its output(s).
 
         ``fn`` takes crops (1, C_i, h, w) on the device and returns one or more
         (1, C_o, scale*h, scale*w) tensors; each crop is its core plus ``halo`` pixels of
         context (clipped at the map border), starting on multiples of ``align`` (the
         window grid). Outputs are float32 CPU maps of the full size times ``scale``.
+
+        With ``moments``, also returns the (mean, biased variance) of the (first) output
+        over the whole map, as ``moments`` would compute them, but accumulated while each
+        core is still on the device: no second pass over the map.
         """
         _, _, h, w = maps[0].shape
         tile = round_up(self.tile, align)
         pad = 0 if halo <= 0 else round_up(halo, align)
         outs: list[Tensor] | None = None
         single = True
+        parts: list[tuple[int, Tensor, Tensor]] = []
         for t, b in _spans(h, tile):
             for l, r in _spans(w, tile):
                 ct, cb, cl, cr = max(0, t - pad), min(h, b + pad), max(0, l - pad), min(w, r + pad)
@@ -70,15 +75,19 @@ class ExactRunner:
                     single = False
                 if outs is None:
                     outs = [torch.empty(1, y.shape[1], h * scale, w * scale) for y in ys]
-                for o, y in zip(outs, ys):
-                    o[:, :, t * scale:b * scale, l * scale:r * scale] = y[
-                        :, :, (t - ct) * scale:(b - ct) * scale,
-                        (l - cl) * scale:(r - cl) * scale].float().cpu()
+                for i, (o, y) in enumerate(zip(outs, ys)):
+                    core = y[:, :, (t - ct) * scale:(b - ct) * scale,
+                             (l - cl) * scale:(r - cl) * scale].float()
+                    if moments and i == 0:
+                        var, mean = torch.var_mean(core.double(), correction=0)
+                        parts.append((core.numel(), mean.cpu(), var.cpu()))
+                    o[:, :, t * scale:b * scale, l * scale:r * scale] = core.cpu()
                 self.tiles_run += 1
                 if self.progress is not None:
                     self.progress(1)
         assert outs is not None
-        return outs[0] if single else tuple(outs)
+        out = outs[0] if single else tuple(outs)
+        return (out, combine_moments(parts)) if moments else out
 
     def moments(self, m: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and biased variance over all values of the map, accumulated over tiles in
@@ -109,6 +118,17 @@ class ExactRunner:
             for l, r in _spans(w, self.tile):
                 total += m[:, :, t:b, l:r].double().sum(dim=(2, 3))
         return (total / (h * w)).float()
+
+
+def combine_moments(parts: Sequence[tuple[int, Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """(mean, biased variance), shaped (1, 1, 1), of the union of parts (count, mean, var),
+    combined in fp64 around the overall mean (Chan et al.), so a large mean loses nothing."""
+    n = torch.tensor([float(c) for c, _, _ in parts], dtype=torch.float64)
+    means = torch.stack([m.double() for _, m, _ in parts])
+    vars_ = torch.stack([v.double() for _, _, v in parts])
+    mean = (n * means).sum() / n.sum()
+    var = (n * (vars_ + (means - mean) ** 2)).sum() / n.sum()
+    return mean.view(1, 1, 1), var.view(1, 1, 1)
 
 
 def has_global_statistics(model) -> bool:

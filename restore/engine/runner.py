@@ -40,6 +40,10 @@ class OutOfMemory(RestoreError):
     """Even the smallest tile does not fit in the device's memory."""
 
 
+RECOMPUTED_NOTE = ("non-finite values (fp16 overflow?) in reduced precision: recomputed in "
+                   "fp32; --precision fp32 avoids the double work")
+
+
 @dataclass
 class RunStats:
     """What happened while restoring one image (for reports and --json)."""
@@ -214,6 +218,8 @@ class Restorer:
                 bad = ~torch.isfinite(y).flatten(1).all(dim=1)
                 if bad.any():
                     stats.fp32_recomputed += int(bad.sum())
+                    if RECOMPUTED_NOTE not in stats.notes:  # say it: the output hides it
+                        stats.notes.append(RECOMPUTED_NOTE)
                     y[bad] = self.model(xd[bad].float()).float()
             if not torch.isfinite(y).all():
                 raise RestoreError("the model produced non-finite values (NaN/Inf) even in fp32")
@@ -232,7 +238,7 @@ class Restorer:
             if self.precision is Precision.FP32:
                 raise RestoreError("the model produced non-finite values (NaN/Inf) even in fp32")
             stats.fp32_recomputed += 1
-            stats.notes.append("non-finite values in reduced precision: recomputed in fp32")
+            stats.notes.append(RECOMPUTED_NOTE)
             runner = ExactRunner(self.device, Precision.FP32, tile)
             y = self.model.forward_exact(image.unsqueeze(0), runner)[0]
         stats.tile, stats.tile_mode = round_up(tile, self.multiple), "exact"

@@ -1,0 +1,169 @@
+"""Each kept optimization of the model code, before and after, timed in one run.
+
+    python benchmarks/optimizations.py [--model NAME|FILE] [--size 256] [--repeat 7]
+        [--threads N] [--device cpu|cuda] [--only NAME,NAME]
+
+For every optimization the "before" is the straightforward implementation it replaced,
+defined in this file and swapped in for the timing only; the "after" is the code in
+restore/. Before and after calls alternate (ABAB...), so a machine whose load drifts
+(a shared CPU) hurts both alike; the median of --repeat calls of each is reported, with
+the max abs difference of the outputs (the optimization must not change them beyond
+rounding). All in fp32 under torch.inference_mode, whole image, on a (1, C, S, S) input.
+
+Optimizations:
+    attention-fused   one scaled_dot_product_attention per window batch vs the reference's
+                      explicit q@k^T + bias + mask, softmax, @v
+    shift-mask-seam   the shift mask applied only to the windows on the cyclic shift's seam
+                      (second SDPA call) vs one SDPA call with a (nW, nH, N, N) mask
+    iln-one-pass      i-LN as x * a + b (one addcmul) vs (x - mean) / std * gamma + beta
+    residual-addcmul  x + y * std in one addcmul vs x + (y * std)
+    inference-mode    torch.inference_mode vs torch.no_grad
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from restore.archs import common  # noqa: E402
+from restore.norms import ILN  # noqa: E402
+
+
+# -- the "before" implementations ----------------------------------------------------------
+
+def attention_full_mask(q, k, v, bias, mask, scale, attn_drop, fused=True):
+    """SDPA with the bias plus the shift mask of every window as one (nW, nH, N, N) mask."""
+    if not fused:
+        return _current_attention(q, k, v, bias, mask, scale, attn_drop, fused)
+    bnw, nh, nq = q.shape[0], q.shape[1], q.shape[2]
+    m = bias.to(q.dtype).unsqueeze(0)
+    if mask is not None:
+        nw = mask.shape[0]
+        m = m + mask.to(q.dtype).unsqueeze(1)
+        if bnw != nw:
+            q, k, v = (t.reshape(bnw // nw, nw, nh, t.shape[2], t.shape[3]) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=m, scale=scale)
+    return out.reshape(bnw, nh, nq, out.shape[-1])
+
+
+def iln_normalize_four_pass(self, x, stats=None):
+    if stats is None:
+        stats = self.statistics(x)
+    y = (x.float() - stats.mean) / stats.std
+    y = y * self.gamma.float() + self.beta.float()
+    return y.to(x.dtype), stats
+
+
+def iln_residual_two_pass(self, x, y, stats):
+    return x + self.denorm(y, stats)
+
+
+_current_attention = common.windowed_attention
+
+
+@contextlib.contextmanager
+def patched(obj, name, value):
+    old = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, old)
+
+
+def load(spec: str):
+    from restore.checkpoint import load_model
+
+    if spec.endswith(".safetensors") or Path(spec).is_file():
+        return load_model(spec)
+    from restore.weights import load_registry_model
+
+    return load_registry_model(spec)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="restore/models/swinir-iln-t.sr-x4.safetensors")
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--only", default="", help="comma-separated optimization names")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    model = load(args.model).eval().to(device)
+    x = torch.rand(1, getattr(model, "in_chans", 3), args.size, args.size, device=device)
+    print(f"model {args.model}, input {args.size}x{args.size}, {device}, "
+          f"{torch.get_num_threads()} threads, median of {args.repeat}", file=sys.stderr)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def run(ctx_factory, mode=torch.inference_mode):
+        with ctx_factory(), mode():
+            t = time.perf_counter()
+            y = model(x)
+            sync()
+            return time.perf_counter() - t, y
+
+    def nothing():
+        return contextlib.nullcontext()
+
+    variants = {
+        "attention-fused": (lambda: _fused(model, False), lambda: _fused(model, True)),
+        "shift-mask-seam": (lambda: patched(common, "windowed_attention", attention_full_mask),
+                            nothing),
+        "iln-one-pass": (lambda: patched(ILN, "normalize", iln_normalize_four_pass), nothing),
+        "residual-addcmul": (lambda: patched(ILN, "residual", iln_residual_two_pass), nothing),
+    }
+    only = set(filter(None, args.only.split(",")))
+    rows = []
+    for name, (before, after) in variants.items():
+        if only and name not in only:
+            continue
+        run(before), run(after)  # warm-up
+        tb, ta = [], []
+        for _ in range(args.repeat):
+            t, yb = run(before)
+            tb.append(t)
+            t, ya = run(after)
+            ta.append(t)
+        rows.append((name, statistics.median(tb), statistics.median(ta),
+                     float((yb - ya).abs().max())))
+        print(f"  {name} done", file=sys.stderr)
+    if not only or "inference-mode" in only:
+        tb, ta = [], []
+        for _ in range(args.repeat):
+            tb.append(run(nothing, torch.no_grad)[0])
+            ta.append(run(nothing)[0])
+        rows.append(("inference-mode", statistics.median(tb), statistics.median(ta), 0.0))
+
+    print("| optimization | before (s) | after (s) | speed-up | max abs diff |")
+    print("|---|---|---|---|---|")
+    for name, b, a, d in rows:
+        print(f"| {name} | {b:.3f} | {a:.3f} | {b / a:.2f}x | {d:.1e} |")
+
+
+@contextlib.contextmanager
+def _fused(model, on: bool):
+    common.set_fused_attention(model, on)
+    try:
+        yield
+    finally:
+        common.set_fused_attention(model, True)
+
+
+if __name__ == "__main__":
+    main()
