@@ -63,6 +63,8 @@ def test_wheel_contains_registry_and_entry_point(tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
         assert "restore/weights.toml" in names
+        assert "restore/data/sample.png" in names  # `restore inspect model`'s default image
+        assert any(n.startswith("restore/models/") and n.endswith(".safetensors") for n in names)
         assert zf.read("restore/weights.toml") == (REPO / "weights.toml").read_bytes()
         entry = next(n for n in names if n.endswith("entry_points.txt"))
         assert "restore = restore.cli.main:run" in zf.read(entry).decode()

@@ -1,0 +1,181 @@
+"""``restore inspect``: the paper's analysis as a tool.
+
+``inspect model`` runs a model on images and reports per-block feature magnitude, channel
+entropy and fp16 headroom, with an fp16-safe verdict; ``inspect run`` compares the
+statistics that ``restore train`` logged (the paper's Figure 1). Thin: restore.inspect does
+the work (definitions in its docstring). Results go to stdout, notes to stderr; matplotlib
+is needed for --plot only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .main import app
+
+inspect_app = typer.Typer(
+    help="Feature magnitude, channel entropy and fp16 headroom of models and training runs "
+         "(the i-LN paper's analysis).",
+    no_args_is_help=True,
+)
+app.add_typer(inspect_app, name="inspect")
+
+# Typer renders help with rich: paragraphs are kept line by line, so each definition is
+# one short line and each prose paragraph one long line (rich wraps it).
+DEFINITIONS = """
+Per block (a module named ...blocks.N: the Swin blocks, the HABs), on the block's output tokens x (N tokens by C channels), in float64 from an fp32 forward:
+
+  mean|x|   mean of |x| over tokens and channels (averaged over images)
+  max|x|    max of |x| (max over images)
+  H         channel entropy in nats: E_c = mean over tokens of x_c^2,
+            p_c = E_c / sum_c E_c, H = -sum_c p_c ln p_c
+            (ln C when the energy is even over the C channels,
+            0 when one channel holds all of it)
+"""
+VERDICT = """  headroom  65504 / max|x| (65504: the fp16 maximum), factor and log2
+
+The any-layer max is the max |x| of every tensor going into or coming out of any module (each Linear, Conv2d, norm, attention, MLP, block). Verdict: fp16-safe when any-layer max x 16 < 65504; the margin of 16 is an assumption (larger images, tensors no hook sees, fp16 rounding), --margin changes it.
+"""
+
+
+class TaskOption(str, Enum):
+    sr = "sr"
+    denoise = "denoise"
+    jpeg = "jpeg"
+
+
+class StatOption(str, Enum):
+    max_abs = "max_abs"
+    mean_abs = "mean_abs"
+    entropy = "entropy"
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object on stdout instead of "
+                                                      "the table.")]
+PlotOpt = Annotated[Path | None, typer.Option(
+    "--plot", metavar="OUT.png", help="Also draw a figure (.png, .pdf or .svg; needs "
+                                      "matplotlib, the 'plot' extra of restore).")]
+
+
+@inspect_app.command("model", help="Run a model on images and report, per block, mean |x|, "
+                                   "max |x|, channel entropy and fp16 headroom, with an "
+                                   "fp16-safe verdict.\n" + DEFINITIONS + VERDICT + """
+Inputs get the model's degradation so that the activations are those of real use: SR the MATLAB bicubic 1/scale downscale (the image is the high-resolution one), denoising AWGN sigma 25 (seeded), JPEG a libjpeg round trip at quality 10; --as-is feeds them unchanged. The task comes from the registry entry or the file's metadata; a model with scale > 1 is SR; a scale-1 model that records no task needs --task.
+
+--json schema: {"model", "family", "norm", "params", "task", "scale", "device",
+  "images": [{"path", "size", "input_size", "degradation"}],
+  "blocks": [{"layer", "mean_abs", "max_abs", "entropy", "max_entropy", "channels",
+              "fp16_headroom"}],
+  "overall": {"block_max", "block_max_layer", "any_layer_max", "any_layer_max_layer",
+              "fp16_headroom", "fp16_headroom_log2"},
+  "largest": [{"layer", "max_abs"}],
+  "verdict": {"fp16_safe", "margin", "fp16_max", "rule"}}
+""")
+def model_command(
+    model: Annotated[str, typer.Argument(
+        metavar="NAME|CHECKPOINT", help="Registry name (see 'restore models list') or a "
+                                        "restore .safetensors file.")],
+    images: Annotated[list[Path] | None, typer.Argument(
+        metavar="[IMAGE]...", help="Images to run (default: the bundled sample, a 160x160 "
+                                   "crop of Kodak's kodim23).", show_default=False)] = None,
+    task: Annotated[TaskOption | None, typer.Option(
+        "--task", help="For a scale-1 model that does not record its task.")] = None,
+    as_is: Annotated[bool, typer.Option(
+        "--as-is", help="Feed the images unchanged (no downscale, noise or JPEG).")] = False,
+    sigma: Annotated[float, typer.Option(min=0, help="Denoising: AWGN sigma (0..255).")] = 25.0,
+    quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG: quality.")] = 10,
+    seed: Annotated[int, typer.Option(min=0, help="Denoising: noise seed.")] = 0,
+    max_side: Annotated[int, typer.Option(
+        "--max-side", min=0, help="Centre-crop each image to at most this many pixels per "
+                                  "side before degrading it (0: whole image).")] = 256,
+    margin: Annotated[float, typer.Option(
+        min=1.0, help="Safety factor of the verdict: fp16-safe when any-layer max x margin "
+                      "< 65504.")] = 16.0,
+    device: Annotated[str, typer.Option(help="cpu, auto, cuda, cuda:N or mps (the forward "
+                                             "is fp32).")] = "cpu",
+    offline: Annotated[bool, typer.Option("--offline",
+                                          help="Use only downloaded/embedded models.")] = False,
+    json_out: JsonOpt = False,
+    plot: PlotOpt = None,
+) -> None:
+    from ..inspect import require_matplotlib
+
+    if plot is not None:  # before any work (even importing torch): a missing extra
+        require_matplotlib()
+    from ..engine.devices import resolve_device
+    from ..inspect import (
+        format_model_report,
+        inspect_model,
+        load_for_inspection,
+        model_task,
+        plot_model,
+        prepare_input,
+        sample_image,
+    )
+    from ..io import ImageReadError
+    from ..tasks import Task
+
+    dev = resolve_device(device)
+    loaded = load_for_inspection(model, offline=offline)
+    module = loaded.module
+    kind = model_task(int(module.scale), loaded.declared_task,
+                      Task(task.value) if task else None)
+    probes, failed = [], 0
+    for path in images or [sample_image()]:
+        try:
+            probes.append(prepare_input(path, kind, int(module.scale), module.config.in_chans,
+                                        as_is=as_is, max_side=max_side, sigma=sigma,
+                                        quality=quality, seed=seed))
+        except ImageReadError as exc:  # a bad file fails alone (exit 1 at the end)
+            print(f"restore: error: {exc}", file=sys.stderr)
+            failed += 1
+    if not probes:
+        raise typer.Exit(1)
+    report = inspect_model(module, probes, name=loaded.name, task=kind, device=dev,
+                           margin=margin)
+    if json_out:
+        typer.echo(json.dumps(report.to_dict()))
+    else:
+        typer.echo("\n".join(format_model_report(report)))
+    if plot is not None:
+        print(f"plot: {plot_model(report, plot)}", file=sys.stderr)
+    if failed:
+        raise typer.Exit(1)
+
+
+@inspect_app.command("run", help="Compare the feature statistics that 'restore train' "
+                                 "logged (RUN_DIR/stats.jsonl, one record per validation): "
+                                 "per run, max |x| and channel entropy of each block at the "
+                                 "first and last logged step.\n" + DEFINITIONS + """
+--plot draws the paper's Figure 1 view: for each run (side by side) a heatmap of log10 of --stat (or the entropy itself) over (training step, block), and one of the channel entropy; each row of heatmaps shares one colour scale across the runs.
+
+--json: {"stat", "transform": "log10"|"none", "scale": {"vmin", "vmax"},
+  "entropy_scale": {"vmin", "vmax"},
+  "runs": [{"run", "image", "steps", "blocks", "records"}]}, records being the lines of stats.jsonl
+""")
+def run_command(
+    run_dirs: Annotated[list[Path], typer.Argument(
+        metavar="RUN_DIR...", help="Run directories written by 'restore train' (or their "
+                                   "stats.jsonl files).", show_default=False)],
+    stat: Annotated[StatOption, typer.Option(
+        "--stat", help="What the first row of heatmaps shows.")] = StatOption.max_abs,
+    json_out: JsonOpt = False,
+    plot: PlotOpt = None,
+) -> None:
+    from ..inspect import format_runs, load_runs, plot_runs, require_matplotlib
+
+    if plot is not None:
+        require_matplotlib()
+    view = load_runs(run_dirs, stat.value)
+    if json_out:
+        typer.echo(json.dumps(view.to_dict()))
+    else:
+        typer.echo("\n".join(format_runs(view)))
+    if plot is not None:
+        print(f"plot: {plot_runs(view, plot)}", file=sys.stderr)
