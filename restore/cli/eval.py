@@ -14,13 +14,8 @@ from pathlib import Path
 
 import typer
 
+from ..tasks import Task
 from .main import app
-
-
-class TaskOption(str, Enum):
-    sr = "sr"
-    denoise = "denoise"
-    jpeg = "jpeg"
 
 
 class DeviceOption(str, Enum):
@@ -56,7 +51,7 @@ def _table(results, verbose: bool) -> list[str]:
 
 @app.command("eval")
 def eval_cmd(
-    task: TaskOption = typer.Option(..., "--task", help="What to evaluate."),
+    task: Task = typer.Option(..., "--task", help="What to evaluate."),
     model: str = typer.Option(..., "--model", "-m",
                               help="A baseline (bicubic for sr; identity for denoise/jpeg) "
                                    "or a restore checkpoint file."),
@@ -90,7 +85,7 @@ def eval_cmd(
 
     from ..errors import UsageError
     from ..evaluate import (
-        Protocol, Task, dataset_name, evaluate_folder, list_images, load_method,
+        Protocol, dataset_name, evaluate_folder, list_images, load_method,
     )
 
     start = time.perf_counter()
@@ -98,7 +93,7 @@ def eval_cmd(
     if lq is not None and len(data) != 1:
         raise UsageError("--lq goes with exactly one --data folder")
     counts = [len(list_images(folder)) for folder in data]  # fail early on a bad folder
-    method = load_method(model, Task(task.value), device.value)
+    method = load_method(model, task, device.value)
 
     out = sys.stderr if json_out else sys.stdout
     print(f"restore eval: {protocol.describe()}, model {method.name}", file=sys.stderr)

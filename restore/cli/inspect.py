@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from ..tasks import Task
 from .main import app
 
 inspect_app = typer.Typer(
@@ -42,12 +43,6 @@ VERDICT = """  headroom  65504 / max|x| (65504: the fp16 maximum), factor and lo
 
 The any-layer max is the max |x| of every tensor going into or coming out of any module (each Linear, Conv2d, norm, attention, MLP, block). Verdict: fp16-safe when any-layer max x 16 < 65504; the margin of 16 is an assumption (larger images, tensors no hook sees, fp16 rounding), --margin changes it.
 """
-
-
-class TaskOption(str, Enum):
-    sr = "sr"
-    denoise = "denoise"
-    jpeg = "jpeg"
 
 
 class StatOption(str, Enum):
@@ -84,7 +79,7 @@ def model_command(
     images: Annotated[list[Path] | None, typer.Argument(
         metavar="[IMAGE]...", help="Images to run (default: the bundled sample, a 160x160 "
                                    "crop of Kodak's kodim23).", show_default=False)] = None,
-    task: Annotated[TaskOption | None, typer.Option(
+    task: Annotated[Task | None, typer.Option(
         "--task", help="For a scale-1 model that does not record its task.")] = None,
     as_is: Annotated[bool, typer.Option(
         "--as-is", help="Feed the images unchanged (no downscale, noise or JPEG).")] = False,
@@ -119,13 +114,11 @@ def model_command(
         sample_image,
     )
     from ..io import ImageReadError
-    from ..tasks import Task
 
     dev = resolve_device(device)
     loaded = load_for_inspection(model, offline=offline)
     module = loaded.module
-    kind = model_task(int(module.scale), loaded.declared_task,
-                      Task(task.value) if task else None)
+    kind = model_task(int(module.scale), loaded.declared_task, task)
     probes, failed = [], 0
     for path in images or [sample_image()]:
         try:
