@@ -15,6 +15,7 @@ Optimizations:
                       explicit q@k^T + bias + mask, softmax, @v
     shift-mask-seam   the shift mask applied only to the windows on the cyclic shift's seam
                       (second SDPA call) vs one SDPA call with a (nW, nH, N, N) mask
+    iln-stats-two-pass  i-LN statistics as mean, then mean square deviation, vs torch.var_mean
     iln-one-pass      i-LN as x * a + b (one addcmul) vs (x - mean) / std * gamma + beta
     residual-addcmul  x + y * std in one addcmul vs x + (y * std)
     inference-mode    torch.inference_mode vs torch.no_grad
@@ -35,7 +36,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from restore.archs import common  # noqa: E402
-from restore.norms import ILN  # noqa: E402
+from restore import norms  # noqa: E402
+from restore.norms import ILN, ILNStats  # noqa: E402
 
 
 # -- the "before" implementations ----------------------------------------------------------
@@ -53,6 +55,12 @@ def attention_full_mask(q, k, v, bias, mask, scale, attn_drop, fused=True):
             q, k, v = (t.reshape(bnw // nw, nw, nh, t.shape[2], t.shape[3]) for t in (q, k, v))
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=m, scale=scale)
     return out.reshape(bnw, nh, nq, out.shape[-1])
+
+
+def iln_stats_var_mean(x, eps):
+    dims = tuple(range(1, x.dim()))
+    var, mean = torch.var_mean(x.float(), dim=dims, correction=0, keepdim=True)
+    return ILNStats(mean=mean, std=torch.sqrt(var + eps))
 
 
 def iln_normalize_four_pass(self, x, stats=None):
@@ -125,6 +133,8 @@ def main() -> None:
         "attention-fused": (lambda: _fused(model, False), lambda: _fused(model, True)),
         "shift-mask-seam": (lambda: patched(common, "windowed_attention", attention_full_mask),
                             nothing),
+        "iln-stats-two-pass": (lambda: patched(norms, "iln_stats", iln_stats_var_mean),
+                               nothing),
         "iln-one-pass": (lambda: patched(ILN, "normalize", iln_normalize_four_pass), nothing),
         "residual-addcmul": (lambda: patched(ILN, "residual", iln_residual_two_pass), nothing),
     }
