@@ -1,11 +1,13 @@
 """Restoring files and folders: inputs -> planned outputs -> restored images on disk.
 
-No printing here: the CLI reports what ``run_jobs`` yields. Rules a user can rely on:
+No printing here: the CLI reports what ``restore_files`` yields. Rules a user can rely on:
 - an input is never overwritten, and an output path equal to an input is refused;
 - an existing output is skipped (``skip_existing``), replaced (``overwrite``) or refused;
 - every output is written to a temporary file in its folder and renamed (restore.io), so a
   crash never leaves a half image;
-- a bad file fails alone: the others are processed, and each failure names its file.
+- a bad file fails alone: the others are processed, and each failure names its file;
+- results come in the order of the inputs, also when reading and writing overlap the model
+  (``restore_files``: one thread decodes the next inputs, another writes the last output).
 
 Images: grayscale goes through a 3-channel model as RGB and back (mean of the channels);
 through a 1-channel model colour images go channel by channel. Alpha is not restored by
@@ -15,12 +17,16 @@ and JPEG it is kept as is; then it is recombined with the restored colour.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from .errors import RestoreError, UsageError
 from .tasks import Task
@@ -56,6 +62,19 @@ class Job:
 
 @dataclass
 class Result:
+    """What happened to one job.
+
+    info (status "ok"): what ``restore --json`` records besides the CLI's own keys (input,
+    output, status, task, model, device, precision, seconds): ``tile`` (side in input
+    pixels, null for the whole image), ``tile_mode`` ("exact", "independent" or null),
+    ``tiles``, ``fp32_recomputed``, ``width`` and ``height`` of the output, ``timing``:
+    {"read_s", "restore_s", "write_s"}, seconds spent decoding the input, in the model
+    (all its calls, with the tensor conversions) and resizing/encoding/writing the output,
+    and the keys that ``before`` returns. seconds: the sum of those stages and ``before``;
+    when reading and writing overlap the model (``restore_files``), the seconds of a folder
+    add up to more than its wall time.
+    """
+
     job: Job
     status: str  # "ok", "skipped", "failed"
     reason: str = ""
@@ -195,70 +214,165 @@ class ImageOptions:
     outscale: float | None = None
 
 
-def restore_file(job: Job, restore_fn: Callable, model_channels: int, scale: int,
-                 opts: ImageOptions, existing: Existing,
-                 before: Callable[[object], dict] | None = None) -> Result:
-    """Read, restore, write one image. Errors of this file become a failed Result.
+@dataclass(frozen=True)
+class _Loaded:
+    """An input read and converted for the model (possibly in the reader thread)."""
 
-    restore_fn: (C, H, W) float32 tensor -> ((C, sH, sW) tensor, stats). before: called
-    with the ImageData before restoring (for estimates); returns extra info to record.
-    """
-    import numpy as np
-    import torch
+    img: Any  # restore.io.ImageData
+    x: Any  # (C, H, W) float32 CPU tensor in [0, 1]: img.pixels, channels first
+    seconds: float
 
-    from .io import ImageReadError, read_image, write_image
 
-    t0 = time.perf_counter()
+@dataclass(frozen=True)
+class _Restored:
+    """The model's output for one input, not yet written."""
+
+    y: Any  # (C, sH, sW) float32 CPU tensor, C = the input's channels, not clamped
+    stats: list  # restore.engine.RunStats, one per model call
+    seconds: float
+
+
+def _existing_output(job: Job, existing: Existing) -> Result | None:
+    """The result of a job whose output exists and is not to be replaced, else None."""
     if job.target.exists():
         if existing is Existing.SKIP:
             return Result(job, "skipped", "output exists")
         if existing is Existing.REFUSE:
             return Result(job, "failed", f"output {job.target} exists "
                           "(use --overwrite or --skip-existing)")
-    try:
+    return None
+
+
+def _load(job: Job, io_lock=None) -> _Loaded:
+    """Decode the input; raises ImageReadError (a failure of this file). io_lock: see
+    _restore_overlapped."""
+    import numpy as np
+    import torch
+
+    from .io import read_image
+
+    with io_lock or contextlib.nullcontext():
+        t0 = time.perf_counter()  # the wait for the lock is not reading
         img = read_image(job.source)
+    pix = img.pixels  # (H, W, C) float32 [0, 1]
+    x = torch.from_numpy(np.ascontiguousarray(pix.transpose(2, 0, 1)))
+    return _Loaded(img, x, time.perf_counter() - t0)
+
+
+def _read_ahead(job: Job, existing: Existing, io_lock) -> Result | _Loaded:
+    """The reader thread's work: an early Result (existing output, unreadable file) or the
+    loaded input. Any other exception reaches the main thread through the future."""
+    from .io import ImageReadError
+
+    early = _existing_output(job, existing)
+    if early is not None:
+        return early
+    try:
+        return _load(job, io_lock)
     except ImageReadError as exc:
         return Result(job, "failed", str(exc))
-    info = dict(before(img) or {}) if before else {}
-    pix = img.pixels  # (H, W, C) float32 [0, 1]
-    c = pix.shape[2]
-    x = torch.from_numpy(np.ascontiguousarray(pix.transpose(2, 0, 1)))
-    stats_list = []
+
+
+def _run_model(loaded: _Loaded, restore_fn: Callable, model_channels: int) -> _Restored:
+    """Gray through a 3-channel model as RGB and back; colour through a 1-channel model
+    channel by channel."""
+    import torch
+
+    t0 = time.perf_counter()
+    x = loaded.x
+    c = x.shape[0]
+    stats = []
     if model_channels == 3 and c == 1:
         y, st = restore_fn(x.expand(3, -1, -1).contiguous())
         y = y.mean(dim=0, keepdim=True)
-        stats_list.append(st)
+        stats.append(st)
     elif model_channels == 1 and c == 3:
         outs = []
         for ch in range(3):
             yc, st = restore_fn(x[ch:ch + 1].contiguous())
             outs.append(yc)
-            stats_list.append(st)
+            stats.append(st)
         y = torch.cat(outs)
     else:
         y, st = restore_fn(x)
-        stats_list.append(st)
-    out = y.clamp(0, 1).numpy().transpose(1, 2, 0)
+        stats.append(st)
+    return _Restored(y, stats, time.perf_counter() - t0)
+
+
+def _save(job: Job, img, restored: _Restored, opts: ImageOptions,
+          io_lock=None) -> tuple[object, tuple, float]:
+    """Resize (--outscale, alpha), encode and write atomically (possibly in the writer
+    thread). Returns (WriteResult, (height, width) written, seconds). Raises RestoreError or
+    OSError (a failure of this file). io_lock: see _restore_overlapped."""
+    import numpy as np
+
+    from .io import write_image
+
+    t0 = time.perf_counter()
+    # numpy, not torch: clip gives the same values as clamp, and the writer thread must not
+    # start a second pool of torch threads next to the model's
+    out = np.clip(restored.y.numpy(), 0, 1).transpose(1, 2, 0)
     alpha = img.alpha
     if opts.outscale is not None:
-        h, w = img.height, img.width
-        out = _resize(out, round(h * opts.outscale), round(w * opts.outscale))
+        out = _resize(out, round(img.height * opts.outscale), round(img.width * opts.outscale))
     if alpha is not None and (alpha.shape[0], alpha.shape[1]) != out.shape[:2]:
         alpha = _resize(alpha[..., None], out.shape[0], out.shape[1])[..., 0]
-    try:
-        job.target.parent.mkdir(parents=True, exist_ok=True)
+    job.target.parent.mkdir(parents=True, exist_ok=True)
+    prepare = time.perf_counter() - t0
+    with io_lock or contextlib.nullcontext():
+        t1 = time.perf_counter()  # the wait for the lock is not writing
         written = write_image(job.target, out, alpha=alpha, bit_depth=img.bit_depth,
                               quality=opts.output_quality, icc_profile=img.icc_profile,
                               exif=img.exif)
+        seconds = prepare + time.perf_counter() - t1
+    return written, out.shape[:2], seconds
+
+
+def _ok(job: Job, info: dict, loaded: _Loaded, restored: _Restored, saved: tuple,
+        before_s: float) -> Result:
+    written, (height, width), write_s = saved
+    stats = restored.stats
+    info = dict(info)
+    info.update(tile=stats[0].tile, tile_mode=stats[0].tile_mode,
+                tiles=sum(s.tiles for s in stats),
+                fp32_recomputed=sum(s.fp32_recomputed for s in stats),
+                width=width, height=height,
+                timing={"read_s": round(loaded.seconds, 4),
+                        "restore_s": round(restored.seconds, 4),
+                        "write_s": round(write_s, 4)})
+    notes = [n for s in stats for n in s.notes]
+    return Result(job, "ok", seconds=loaded.seconds + before_s + restored.seconds + write_s,
+                  info=info,
+                  warnings=list(loaded.img.warnings) + list(written.warnings) + notes)
+
+
+def restore_file(job: Job, restore_fn: Callable, model_channels: int, scale: int,
+                 opts: ImageOptions, existing: Existing,
+                 before: Callable[[object], dict] | None = None) -> Result:
+    """Read, restore, write one image, one step after the other. Errors of this file
+    become a failed Result.
+
+    restore_fn: (C, H, W) float32 tensor -> ((C, sH, sW) tensor, stats). before: called
+    with the ImageData before restoring (for estimates); returns extra info to record.
+    """
+    from .io import ImageReadError
+
+    early = _existing_output(job, existing)
+    if early is not None:
+        return early
+    try:
+        loaded = _load(job)
+    except ImageReadError as exc:
+        return Result(job, "failed", str(exc))
+    t0 = time.perf_counter()
+    info = dict(before(loaded.img) or {}) if before else {}
+    before_s = time.perf_counter() - t0
+    restored = _run_model(loaded, restore_fn, model_channels)
+    try:
+        saved = _save(job, loaded.img, restored, opts)
     except (RestoreError, OSError) as exc:
         return Result(job, "failed", str(exc))
-    st = stats_list[0]
-    info.update(tile=st.tile, tile_mode=st.tile_mode, tiles=sum(s.tiles for s in stats_list),
-                fp32_recomputed=sum(s.fp32_recomputed for s in stats_list),
-                width=out.shape[1], height=out.shape[0])
-    notes = [n for s in stats_list for n in s.notes]
-    return Result(job, "ok", seconds=time.perf_counter() - t0, info=info,
-                  warnings=list(img.warnings) + list(written.warnings) + notes)
+    return _ok(job, info, loaded, restored, saved, before_s)
 
 
 def _resize(a, h: int, w: int):
@@ -275,11 +389,137 @@ def _resize(a, h: int, w: int):
     return np.clip(r, 0, 1)
 
 
-def run_jobs(jobs: Sequence[Job], restore_one: Callable[[Job], Result],
-             fail_fast: bool = False) -> Iterator[Result]:
-    """Restore each job in order, yielding results; stop after a failure with fail_fast."""
-    for job in jobs:
-        res = restore_one(job)
-        yield res
-        if fail_fast and res.status == "failed":
-            return
+def fail_on_restore_error(job: Job, exc: Exception) -> Result:
+    """The default ``on_error`` of ``restore_files``: a RestoreError is a failure of its
+    file; anything else is a bug and is raised."""
+    if isinstance(exc, RestoreError):
+        return Result(job, "failed", str(exc))
+    raise exc
+
+
+def restore_files(jobs: Sequence[Job], restore_fn: Callable, model_channels: int, scale: int,
+                  opts: ImageOptions, existing: Existing,
+                  before: Callable[[object], dict] | None = None, *,
+                  on_error: Callable[[Job, Exception], Result] = fail_on_restore_error,
+                  fail_fast: bool = False, overlap: bool = True,
+                  prefetch: int = 2) -> Iterator[Result]:
+    """Restore every job, yielding one Result per job in the order of ``jobs``.
+
+    Arguments as for ``restore_file``. on_error: maps an exception raised for one file
+    (other than the read and write errors that ``restore_file`` reports itself) to its
+    Result, or re-raises it to stop the run; it is called in the caller's thread.
+    fail_fast: stop after the first failed Result.
+
+    overlap (default): the model runs in the caller's thread while one thread decodes the
+    next ``prefetch`` inputs and another encodes and writes the previous output, so the
+    device does not wait on files. What the caller sees is what ``overlap=False`` (one
+    ``restore_file`` after the other) gives: the same files, byte for byte, the same
+    Results in the same order, and nothing of an image (``before``, a Result) before the
+    Result of the image ahead of it, because:
+    - at most one write is under way, and it has been collected (its Result yielded)
+      before ``before`` is called for the next image and before anything else is yielded;
+      so no write is under way while the caller holds a Result, and a caller that stops
+      (fail-fast, an exception, Ctrl-C between results) leaves no unreported output;
+    - ``before`` runs after the model instead of before it (its info does not feed the
+      model): if it raises, the image fails with that error and nothing is written;
+    - a failure in the writer thread (a full disk, a read-only folder) is the failure of
+      that image, reported in its place; the run goes on (or stops with fail_fast).
+    Memory: at most ``prefetch`` decoded inputs ahead, one image in the model, one being
+    written. An interruption in the middle of the model (Ctrl-C) waits for the write under
+    way, which completes (atomically, as every write) without its Result being yielded.
+    It pays where the model runs on a GPU and leaves the CPU cores to the two threads; on
+    a CPU the model and the threads share the cores, and benchmarks/folder.py measured no
+    gain on 2 cores (there, overlap=False).
+    """
+    if not overlap:
+        for job in jobs:
+            try:
+                res = restore_file(job, restore_fn, model_channels, scale, opts, existing,
+                                   before=before)
+            except Exception as exc:  # noqa: BLE001 (on_error decides)
+                res = on_error(job, exc)
+            yield res
+            if fail_fast and res.status == "failed":
+                return
+        return
+    yield from _restore_overlapped(jobs, restore_fn, model_channels, opts, existing, before,
+                                   on_error, fail_fast, max(1, prefetch))
+
+
+def _restore_overlapped(jobs, restore_fn, model_channels, opts, existing, before, on_error,
+                        fail_fast, prefetch) -> Iterator[Result]:
+    """restore_files with a reader thread and a writer thread (see its docstring)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    # read_image and write_image catch Pillow's warnings with warnings.catch_warnings,
+    # which swaps process-wide state: two at once in two threads can leave the process's
+    # warnings going to a dead list. So the two threads take turns at restore.io (both
+    # still overlap the model, which is what pays).
+    io_lock = threading.Lock()
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore-read")
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore-write")
+    todo = iter(jobs)
+    ahead: deque = deque()  # (job, future of _read_ahead), in order, at most prefetch
+    writing = None  # (job, future of _save, what its Result needs) of the image before
+
+    def collect() -> Result:
+        job, future, loaded, restored, info, before_s = writing
+        try:
+            saved = future.result()
+        except (RestoreError, OSError) as exc:
+            return Result(job, "failed", str(exc))
+        except Exception as exc:  # noqa: BLE001 (on_error decides)
+            return on_error(job, exc)
+        return _ok(job, info, loaded, restored, saved, before_s)
+
+    try:
+        for job in itertools.islice(todo, prefetch):
+            ahead.append((job, reader.submit(_read_ahead, job, existing, io_lock)))
+        while ahead:
+            job, reading = ahead.popleft()
+            nxt = next(todo, None)
+            if nxt is not None:
+                ahead.append((nxt, reader.submit(_read_ahead, nxt, existing, io_lock)))
+            early = err = loaded = restored = None
+            try:
+                got = reading.result()
+            except Exception as exc:  # noqa: BLE001
+                err = exc
+            else:
+                early, loaded = (got, None) if isinstance(got, Result) else (None, got)
+            if loaded is not None:
+                try:
+                    restored = _run_model(loaded, restore_fn, model_channels)
+                except Exception as exc:  # noqa: BLE001
+                    err = exc
+            if writing is not None:  # the image before comes first
+                res, writing = collect(), None
+                yield res
+                if fail_fast and res.status == "failed":
+                    return
+            info, before_s = {}, 0.0
+            if loaded is not None and before is not None:
+                t0 = time.perf_counter()
+                try:
+                    info = dict(before(loaded.img) or {})
+                except Exception as exc:  # noqa: BLE001 (as when it runs first: its error wins)
+                    err = exc
+                before_s = time.perf_counter() - t0
+            if early is None and err is None:
+                saving = writer.submit(_save, job, loaded.img, restored, opts, io_lock)
+                writing = (job, saving, loaded, restored, info, before_s)
+                continue
+            res = early if early is not None else on_error(job, err)
+            yield res
+            if fail_fast and res.status == "failed":
+                return
+        if writing is not None:
+            res, writing = collect(), None
+            yield res
+    finally:
+        # on an early stop: drop the reads not started, finish the ones under way (and a
+        # write, which is atomic); the threads are gone when this returns
+        reader.shutdown(wait=True, cancel_futures=True)
+        writer.shutdown(wait=True, cancel_futures=True)
+

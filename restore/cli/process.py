@@ -6,6 +6,7 @@ stdout (or one JSON line per output with --json); everything else goes to stderr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -181,7 +182,7 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
     from ..errors import RestoreError, UsageError
     from ..pipeline import (
         Existing, ImageOptions, OutputFormat, Result, Task, collect_inputs, drop_earlier_outputs,
-        plan_jobs, restore_file, shard,
+        plan_jobs, restore_files, shard,
     )
 
     task = Task(task_name)
@@ -246,44 +247,51 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
     _say(common, f"restore {task.value}: {len(jobs)} image(s), model {lm.name}, "
                  f"{device}, {precision.value}")
 
+    def on_error(job, exc: Exception) -> Result:
+        if isinstance(exc, RestoreError):
+            return Result(job, "failed", str(exc))
+        if os.environ.get("RESTORE_DEBUG"):
+            raise exc
+        # a bug must not stop the other files
+        return Result(job, "failed", f"internal error: {type(exc).__name__}: {exc} "
+                                     "(rerun with RESTORE_DEBUG=1 for a traceback)")
+
     failed = 0
     # disable=None: no bars when stderr is not a terminal (logs stay readable)
-    bar = tqdm(jobs, desc=task.value, unit="img",
+    bar = tqdm(total=len(jobs), desc=task.value, unit="img",
                disable=True if common.quiet or len(jobs) < 2 else None, file=sys.stderr)
-    for job in bar:
-        try:
-            res = restore_file(job, restorer, lm.in_chans, lm.scale, opts, existing,
-                               before=(lambda img: before(img, common, lm)) if before else None)
-        except RestoreError as exc:
-            res = Result(job, "failed", str(exc))
-        except Exception as exc:  # noqa: BLE001 (a bug must not stop the other files)
-            if os.environ.get("RESTORE_DEBUG"):
-                raise
-            res = Result(job, "failed", f"internal error: {type(exc).__name__}: {exc} "
-                                        "(rerun with RESTORE_DEBUG=1 for a traceback)")
-        for w in res.warnings:
-            tqdm.write(f"{job.source}: warning: {w}", file=sys.stderr)
-        if res.status in ("failed", "skipped") and common.json:
-            print(json.dumps({"input": str(job.source), "output": None, "status": res.status,
-                              "reason": res.reason}), flush=True)
-        if res.status == "failed":
-            failed += 1
-            reason = res.reason.removeprefix(f"{job.source}: ")
-            tqdm.write(f"{job.source}: error: {reason}", file=sys.stderr)
-            if common.fail_fast:
-                break
-            continue
-        if res.status == "skipped":
-            if not common.quiet:
-                tqdm.write(f"{job.source}: skipped: {res.reason}", file=sys.stderr)
-            continue
-        if common.json:
-            print(json.dumps({"input": str(job.source), "output": str(job.target),
-                              "status": "ok", "task": task.value, "model": lm.name, "device": str(device),
-                              "precision": precision.value,
-                              "seconds": round(res.seconds, 3), **res.info}), flush=True)
-        else:
-            print(job.target, flush=True)
+    # on a GPU the next images are read and the last one written while the model runs
+    # (on a CPU they would take cores from the model: measured no gain, benchmarks/folder.py);
+    # results and messages come in the order of the inputs either way
+    results = restore_files(jobs, restorer, lm.in_chans, lm.scale, opts, existing,
+                            before=(lambda img: before(img, common, lm)) if before else None,
+                            on_error=on_error, fail_fast=common.fail_fast,
+                            overlap=device.type != "cpu")
+    with contextlib.closing(results):
+        for res in results:
+            job = res.job
+            bar.update()
+            for w in res.warnings:
+                tqdm.write(f"{job.source}: warning: {w}", file=sys.stderr)
+            if res.status in ("failed", "skipped") and common.json:
+                print(json.dumps({"input": str(job.source), "output": None,
+                                  "status": res.status, "reason": res.reason}), flush=True)
+            if res.status == "failed":
+                failed += 1
+                reason = res.reason.removeprefix(f"{job.source}: ")
+                tqdm.write(f"{job.source}: error: {reason}", file=sys.stderr)
+                continue  # restore_files stops after it with fail_fast
+            if res.status == "skipped":
+                if not common.quiet:
+                    tqdm.write(f"{job.source}: skipped: {res.reason}", file=sys.stderr)
+                continue
+            if common.json:
+                print(json.dumps({"input": str(job.source), "output": str(job.target),
+                                  "status": "ok", "task": task.value, "model": lm.name,
+                                  "device": str(device), "precision": precision.value,
+                                  "seconds": round(res.seconds, 3), **res.info}), flush=True)
+            else:
+                print(job.target, flush=True)
     bar.close()
     if failed:
         _say(common, f"restore: {failed} of {len(jobs)} file(s) failed")
