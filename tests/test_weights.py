@@ -145,11 +145,17 @@ def test_unknown_names_list_close_matches():
         reg.preset("hat-mini-iln-4")
 
 
-def test_no_default_yet_says_how_to_pass_a_model():
+def test_no_default_yet_says_how_to_pass_a_model(tmp_path, monkeypatch):
     reg = load_registry()
     assert reg.default_for("sr-x4").name == "swinir-iln-t.sr-x4"  # the embedded default
-    assert reg.default_for("sr-x4").source.kind == "embedded"
-    assert reg.default_for("sr-x2") is None  # not trained yet
+    for key in ("sr-x2", "sr-x3", "sr-x4", "denoise", "jpeg"):  # every default works offline
+        spec = reg.default_for(key)
+        assert spec is None or spec.source.kind == "embedded", key
+    alt = tmp_path / "alt.toml"  # a registry with no sr-x2 model yet
+    alt.write_text('schema = 1\n[defaults]\n"sr-x2" = ""\n')
+    monkeypatch.setenv("RESTORE_REGISTRY", str(alt))
+    reg = load_registry()
+    assert reg.default_for("sr-x2") is None
     with pytest.raises(NoDefaultModelError) as info:
         reg.require_default("sr-x2")
     msg = str(info.value)
