@@ -132,3 +132,30 @@ def test_device_and_precision_resolution():
     assert resolve_precision("auto", CPU, fp16_safe=True) == (Precision.FP32, None)
     p, warn = resolve_precision("fp16", torch.device("cuda"), fp16_safe=False)
     assert p is Precision.FP16 and "fp16-safe" in warn
+
+
+def test_a_model_in_training_mode_is_run_in_eval_mode():
+    torch.manual_seed(0)
+    model = build("swinir", upscale=1, in_chans=3, img_size=16, window_size=4, depths=[2],
+                  embed_dim=8, num_heads=[2], mlp_ratio=2, upsampler="",
+                  drop_path_rate=0.5).train()  # drop-path would make each run different
+    x = torch.rand(3, 16, 16)
+    a, _ = Restorer(model, scale=1, size_multiple=4, device=CPU)(x)
+    b, _ = Restorer(model, scale=1, size_multiple=4, device=CPU)(x)
+    with torch.no_grad():
+        ref = model.eval()(x[None])[0]
+    assert torch.equal(a, b) and torch.allclose(a, ref, atol=1e-6)
+
+
+def test_fp32_on_cuda_switches_tf32_off_inside_and_restores_it():
+    from restore.engine.devices import autocast
+
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = True  # cuDNN's default
+    try:
+        with autocast(torch.device("cuda"), Precision.FP32):  # flags only: no GPU needed
+            assert not torch.backends.cuda.matmul.allow_tf32
+            assert not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before

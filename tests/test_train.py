@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -232,6 +234,41 @@ def test_ddp_two_processes_gloo(tmp_path):
     meta = json.loads((tmp_path / "run" / "meta.json").read_text())
     assert meta["step"] == 6
     assert sorted(losses(tmp_path / "run")) == list(range(1, 7))  # rank 0 alone logs
+    # The same run dir again without --resume: every rank stops (none is left waiting).
+    again = subprocess.run(out.args, capture_output=True, text=True, timeout=120, env=env,
+                           cwd=tmp_path)
+    assert again.returncode != 0
+    assert again.stderr.count("already holds a run") == 2  # both ranks, one line each
+
+
+def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_resumes(tmp_path):
+    run = tmp_path / "run"
+    cfg = write_config(tmp_path / "c.toml", run,
+                       train={"max_steps": 100000, "val_every": 0, "ckpt_every": 0,
+                              "ckpt_minutes": 0})
+    exe = [sys.executable, "-m", "restore", "train"]
+    proc = subprocess.Popen(exe + [str(cfg), "--no-progress"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "log.jsonl").is_file() or len(losses(run)) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.1)
+        assert not (run / "meta.json").exists()  # no periodic checkpoint so far
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    step = json.loads((run / "meta.json").read_text())["step"]
+    assert max(losses(run)) == step  # the step in flight was finished and saved
+    assert f"SIGINT: stopped after step {step}; checkpoint written to {run}" in err
+    out = subprocess.run(exe + ["--resume", str(run), "--no-progress",
+                                "--set", f"train.stop_at={step + 2}"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads((run / "meta.json").read_text())["step"] == step + 2
 
 
 def test_cli_config_error_exit_code(tmp_path):

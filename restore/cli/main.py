@@ -50,6 +50,9 @@ def error_exit_code(exc: BaseException) -> int:
     """The error table: which exit code a library error maps to."""
     from ..errors import ConfigError, UsageError
 
+    code = getattr(exc, "exit_code", None)  # e.g. 130: training stopped by Ctrl-C
+    if isinstance(code, int):
+        return code
     return 2 if isinstance(exc, (ConfigError, UsageError)) else 1
 
 

@@ -78,7 +78,18 @@ def resolve_precision(requested: Precision | str, device: torch.device,
 
 
 def autocast(device: torch.device, precision: Precision):
-    """The autocast context for ``precision`` on ``device`` (a no-op for fp32)."""
+    """The autocast context for ``precision`` on ``device``. fp32 on CUDA means fp32: TF32
+    matmuls and convolutions (cuDNN's default) are switched off inside the context."""
     if precision is Precision.FP32:
-        return contextlib.nullcontext()
+        return _no_tf32() if device.type == "cuda" else contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=precision.dtype)
+
+
+@contextlib.contextmanager
+def _no_tf32():
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn

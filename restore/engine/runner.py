@@ -89,6 +89,8 @@ class Restorer:
                  progress: Callable[[int], object] | None = None) -> None:
         if precision is Precision.AUTO:
             raise ValueError("resolve the precision before building a Restorer")
+        if isinstance(model, torch.nn.Module):
+            model.eval()  # inference: no dropout / drop-path, whatever state it arrived in
         self.model = model
         self.scale = int(scale)
         self.multiple = int(size_multiple)

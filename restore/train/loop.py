@@ -40,6 +40,57 @@ class TrainingDiverged(RestoreError):
     """The loss became NaN or Inf."""
 
 
+class TrainingInterrupted(RestoreError):
+    """Ctrl-C or SIGTERM: the step in flight was finished and a checkpoint written."""
+
+    exit_code = 130
+
+
+class StopRequest:
+    """SIGINT/SIGTERM handlers for the duration of a run (main thread only): the first signal
+    asks the loop to stop after the step in flight (it then writes a checkpoint); a second
+    Ctrl-C interrupts at once (the last periodic checkpoint stays intact: writes are atomic).
+    """
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self._old: dict = {}
+
+    def install(self) -> "StopRequest":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        import signal
+
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+
+    def uninstall(self) -> None:
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+
+def _any_rank(flags: list[bool], dist_info: "Dist", device: torch.device) -> list[bool]:
+    """Each flag true on any rank (all ranks must take the same branch)."""
+    if dist_info.world == 1:
+        return flags
+    import torch.distributed as dist
+
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
 # -- model ---------------------------------------------------------------------------------
 
 def layernorm_to_iln(state: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
@@ -218,6 +269,14 @@ def setup_distributed(device_pref: str) -> tuple[Dist, torch.device]:
                                 else ("cuda" if cuda else "cpu"))
 
 
+def _end_distributed(dist_info: Dist) -> None:
+    if dist_info.world > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def _append_jsonl(path: Path, row: dict) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
@@ -234,10 +293,12 @@ def train(cfg: TrainingConfig, resume: bool = False, progress: bool = True,
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     run_dir = Path(cfg.run.dir)
+    taken = dist_info.main and not resume and ckpt.has_checkpoint(run_dir)
+    if _any_rank([taken], dist_info, device)[0]:  # every rank stops, none waits on rank 0
+        _end_distributed(dist_info)
+        raise ConfigError(f"run.dir {run_dir} already holds a run; resume it with "
+                          f"--resume {run_dir} or choose another run.dir")
     if dist_info.main:
-        if not resume and ckpt.has_checkpoint(run_dir):
-            raise ConfigError(f"run.dir {run_dir} already holds a run; resume it with "
-                              f"--resume {run_dir} or choose another run.dir")
         run_dir.mkdir(parents=True, exist_ok=True)
         ckpt.atomic_write_bytes(run_dir / ckpt.CONFIG, dump_toml(cfg).encode())
 
@@ -321,6 +382,8 @@ def train(cfg: TrainingConfig, resume: bool = False, progress: bool = True,
         msg = f"step {step_}: validation PSNR {res['psnr']:.3f} dB"
         (bar.write if bar else echo)(msg)
 
+    stop_request = StopRequest().install()
+    interrupted = False
     try:
         for lq, gt in loader:
             lr = lr_at(step, cfg, (elapsed_before + time.monotonic() - t0) / 60.0)
@@ -350,15 +413,12 @@ def train(cfg: TrainingConfig, resume: bool = False, progress: bool = True,
             window.append(loss_value)
             result.update(step=step, loss=loss_value)
 
-            # Stop on the wall clock: every rank must agree, so rank 0 decides.
-            over = t.max_minutes and (elapsed_before + time.monotonic() - t0) > 60 * t.max_minutes
-            if dist_info.world > 1:
-                import torch.distributed as dist
-
-                flag = torch.tensor([1.0 if over else 0.0], device=device)
-                dist.broadcast(flag, 0)
-                over = bool(flag.item())
-            final = step >= stop or over
+            # Stop on the wall clock or a signal: every rank must stop at the same step.
+            over = bool(t.max_minutes) and (
+                elapsed_before + time.monotonic() - t0) > 60 * t.max_minutes
+            over, interrupted = _any_rank([over, stop_request.signal is not None], dist_info,
+                                          device)
+            final = step >= stop or over or interrupted
             if not dist_info.main:
                 if final:
                     break
@@ -375,7 +435,7 @@ def train(cfg: TrainingConfig, resume: bool = False, progress: bool = True,
                 _append_jsonl(run_dir / "log.jsonl", row)
                 if bar:
                     bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}")
-            if final or (t.val_every and step % t.val_every == 0):
+            if (final and not interrupted) or (t.val_every and step % t.val_every == 0):
                 validate_and_log(step)
             due = (t.ckpt_every and step % t.ckpt_every == 0) or (
                 t.ckpt_minutes and time.monotonic() - last_ckpt > 60 * t.ckpt_minutes)
@@ -385,10 +445,13 @@ def train(cfg: TrainingConfig, resume: bool = False, progress: bool = True,
             if final:
                 break
     finally:
+        stop_request.uninstall()
         if bar:
             bar.close()
-        if dist_info.world > 1:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        _end_distributed(dist_info)
+    if interrupted:
+        why = stop_request.signal or "a signal on another rank"
+        raise TrainingInterrupted(
+            f"{why}: stopped after step {step}; checkpoint written to {run_dir}. Continue "
+            f"with: restore train --resume {run_dir}")
     return result
