@@ -19,6 +19,12 @@ Optimizations:
     iln-one-pass      i-LN as x * a + b (one addcmul) vs (x - mean) / std * gamma + beta
     residual-addcmul  x + y * std in one addcmul vs x + (y * std)
     inference-mode    torch.inference_mode vs torch.no_grad
+    channels-last     the engine's NHWC model and input (restore.engine.Restorer) vs NCHW
+
+Candidates (--candidates; "before" is the code in restore/, "after" the candidate, which
+restore/ adopts only where this shows it pays on the device at hand):
+    compile           torch.compile(model) (inductor); compile time printed separately
+    bf16-autocast     torch.autocast bf16 (a precision change: the diff column is its error)
 """
 
 from __future__ import annotations
@@ -89,8 +95,16 @@ def patched(obj, name, value):
 
 
 def load(spec: str):
+    """A checkpoint file, a registry name, or a benchmark name of throughput.py
+    (swinir-s-iln, hat-mini-ln, ...: random weights, seed 0)."""
     from restore.checkpoint import load_model
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import throughput
+
+    arch, _, norm = spec.rpartition("-")
+    if arch in throughput.ARCHS and norm in throughput.NORMS:
+        return throughput.load(spec)
     if spec.endswith(".safetensors") or Path(spec).is_file():
         return load_model(spec)
     from restore.weights import load_registry_model
@@ -106,12 +120,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", default="", help="comma-separated optimization names")
+    ap.add_argument("--candidates", action="store_true",
+                    help="time the candidates (not in restore/) instead of the kept ones")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    model = load(args.model).eval().to(device)
+    model = load(args.model).eval().to(device).to(memory_format=torch.channels_last)
     x = torch.rand(1, getattr(model, "in_chans", 3), args.size, args.size, device=device)
+    x_nchw, x = x, x.contiguous(memory_format=torch.channels_last)  # as the engine runs it
     print(f"model {args.model}, input {args.size}x{args.size}, {device}, "
           f"{torch.get_num_threads()} threads, median of {args.repeat}", file=sys.stderr)
 
@@ -119,10 +136,12 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    inp = {"x": x}
+
     def run(ctx_factory, mode=torch.inference_mode):
         with ctx_factory(), mode():
             t = time.perf_counter()
-            y = model(x)
+            y = model(inp["x"])
             sync()
             return time.perf_counter() - t, y
 
@@ -137,9 +156,26 @@ def main() -> None:
                                nothing),
         "iln-one-pass": (lambda: patched(ILN, "normalize", iln_normalize_four_pass), nothing),
         "residual-addcmul": (lambda: patched(ILN, "residual", iln_residual_two_pass), nothing),
+        "channels-last": (lambda: _nchw(model, inp, x_nchw), nothing),
     }
     only = set(filter(None, args.only.split(",")))
     rows = []
+    if args.candidates:
+        variants = {}  # the kept ones are not re-timed
+        for name, make in candidates(model, x, sync).items():
+            if only and name not in only:
+                continue
+            before, after = make()
+            before(), after()  # warm-up (and compilation)
+            tb, ta = [], []
+            for _ in range(args.repeat):
+                t, yb = before()
+                tb.append(t)
+                t, ya = after()
+                ta.append(t)
+            rows.append((name, statistics.median(tb), statistics.median(ta),
+                         float((yb.float() - ya.float()).abs().max())))
+            print(f"  {name} done", file=sys.stderr)
     for name, (before, after) in variants.items():
         if only and name not in only:
             continue
@@ -153,7 +189,7 @@ def main() -> None:
         rows.append((name, statistics.median(tb), statistics.median(ta),
                      float((yb - ya).abs().max())))
         print(f"  {name} done", file=sys.stderr)
-    if not only or "inference-mode" in only:
+    if not args.candidates and (not only or "inference-mode" in only):
         tb, ta = [], []
         for _ in range(args.repeat):
             tb.append(run(nothing, torch.no_grad)[0])
@@ -164,6 +200,50 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name, b, a, d in rows:
         print(f"| {name} | {b:.3f} | {a:.3f} | {b / a:.2f}x | {d:.1e} |")
+
+
+def candidates(model, x, sync):
+    """name -> a factory of (current, candidate): callables returning (seconds, output)."""
+    def timed(fn, inp):
+        def call():
+            with torch.inference_mode():
+                t = time.perf_counter()
+                y = fn(inp)
+                sync()
+                return time.perf_counter() - t, y
+        return call
+
+    current = timed(model, x)
+
+    def compiled():
+        fn = torch.compile(model)
+        t = time.perf_counter()
+        with torch.inference_mode():
+            fn(x)
+        sync()
+        print(f"  compile: first call (compilation) {time.perf_counter() - t:.1f} s",
+              file=sys.stderr)
+        return current, timed(fn, x)
+
+    def bf16():
+        def run(inp):
+            with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                return model(inp)
+        return current, timed(run, x)
+
+    return {"compile": compiled, "bf16-autocast": bf16}
+
+
+@contextlib.contextmanager
+def _nchw(model, inp, x_nchw):
+    x = inp["x"]
+    model.to(memory_format=torch.contiguous_format)
+    inp["x"] = x_nchw
+    try:
+        yield
+    finally:
+        model.to(memory_format=torch.channels_last)
+        inp["x"] = x
 
 
 @contextlib.contextmanager

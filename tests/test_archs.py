@@ -37,6 +37,25 @@ def test_matches_reference_output(case, fused):
     assert diff <= 2e-5, f"{case.name}: max abs diff {diff:.3g}"
 
 
+@pytest.mark.parametrize("case", reference_cases(), ids=lambda p: p.name)
+def test_the_engine_path_matches_reference_output(case):
+    """The optimized path as `restore` runs it: restore.engine.Restorer (eval mode,
+    channels-last model and input, inference_mode), whole image."""
+    from safetensors.torch import load_file
+
+    from restore.engine import Restorer
+
+    cfg = json.loads((case / "config.json").read_text())
+    model = load_state_dict(build(cfg["family"], **cfg["kwargs"]),
+                            load_file(str(case / "weights.safetensors")))
+    io = load_file(str(case / "io.safetensors"))
+    restorer = Restorer(model, scale=model.config.upscale, size_multiple=model.size_multiple,
+                        device=torch.device("cpu"))
+    out = torch.stack([restorer(x)[0] for x in io["input"]])
+    diff = (out - io["output"]).abs().max().item()
+    assert diff <= 2e-5, f"{case.name}: max abs diff {diff:.3g}"
+
+
 def _published():
     path = FIXTURES / "published_state_dicts.json"
     if not path.is_file():

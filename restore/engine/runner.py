@@ -91,6 +91,9 @@ class Restorer:
             raise ValueError("resolve the precision before building a Restorer")
         if isinstance(model, torch.nn.Module):
             model.eval()  # inference: no dropout / drop-path, whatever state it arrived in
+            # Convolutions in NHWC, the layout oneDNN/cuDNN prefer; the token layout the
+            # transformer body wants is then a free view (benchmarks/optimizations.py).
+            model.to(memory_format=torch.channels_last)
         self.model = model
         self.scale = int(scale)
         self.multiple = int(size_multiple)
@@ -211,7 +214,7 @@ class Restorer:
 
     def _forward(self, x: Tensor, stats: RunStats) -> Tensor:
         """(B, C, h, w) CPU -> (B, C, sh, sw) float32 CPU; non-finite results redone in fp32."""
-        xd = x.to(self.device, non_blocking=True)
+        xd = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             with autocast(self.device, self.precision):
                 y = self.model(xd)
