@@ -150,12 +150,14 @@ def test_a_model_in_training_mode_is_run_in_eval_mode():
 def test_fp32_on_cuda_switches_tf32_off_inside_and_restores_it():
     from restore.engine.devices import autocast
 
-    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cudnn.allow_tf32 = True  # cuDNN's default
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    if not hasattr(matmul, "fp32_precision"):  # an older torch: the legacy flags
+        pytest.skip("this torch has no fp32_precision settings")
+    before = (matmul.fp32_precision, conv.fp32_precision)
+    conv.fp32_precision = "tf32"  # as a user's script might set it
     try:
         with autocast(torch.device("cuda"), Precision.FP32):  # flags only: no GPU needed
-            assert not torch.backends.cuda.matmul.allow_tf32
-            assert not torch.backends.cudnn.allow_tf32
-        assert torch.backends.cudnn.allow_tf32
+            assert matmul.fp32_precision == "ieee" and conv.fp32_precision == "ieee"
+        assert conv.fp32_precision == "tf32"
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+        matmul.fp32_precision, conv.fp32_precision = before

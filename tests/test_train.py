@@ -238,24 +238,26 @@ def test_ddp_two_processes_gloo(tmp_path):
     again = subprocess.run(out.args, capture_output=True, text=True, timeout=120, env=env,
                            cwd=tmp_path)
     assert again.returncode != 0
-    assert again.stderr.count("already holds a run") == 2  # both ranks, one line each
+    assert again.stderr.count("already holds a run") == 1  # rank 0 says why
+    assert "rank 1: rank 0 refused the run" in again.stderr  # rank 1 did not wait
 
 
 def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_resumes(tmp_path):
     run = tmp_path / "run"
-    cfg = write_config(tmp_path / "c.toml", run,
+    cfg = write_config(tmp_path / "c.toml", run, data={"workers": 1},
                        train={"max_steps": 100000, "val_every": 0, "ckpt_every": 0,
                               "ckpt_minutes": 0})
     exe = [sys.executable, "-m", "restore", "train"]
+    # Its own process group, signalled as a terminal's Ctrl-C is: the loader worker too.
     proc = subprocess.Popen(exe + [str(cfg), "--no-progress"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while not (run / "log.jsonl").is_file() or len(losses(run)) < 2:
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
             time.sleep(0.1)
         assert not (run / "meta.json").exists()  # no periodic checkpoint so far
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
@@ -264,6 +266,7 @@ def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_resumes(tmp_path):
     step = json.loads((run / "meta.json").read_text())["step"]
     assert max(losses(run)) == step  # the step in flight was finished and saved
     assert f"SIGINT: stopped after step {step}; checkpoint written to {run}" in err
+    assert "SIGINT: stopping after the step in flight" in err  # said at once, too
     out = subprocess.run(exe + ["--resume", str(run), "--no-progress",
                                 "--set", f"train.stop_at={step + 2}"],
                          capture_output=True, text=True, timeout=120)

@@ -87,9 +87,21 @@ def autocast(device: torch.device, precision: Precision):
 
 @contextlib.contextmanager
 def _no_tf32():
-    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    """IEEE fp32 matmuls and convolutions inside. Through torch's fp32_precision settings
+    where this torch has them, else the legacy allow_tf32 flags (torch refuses to read one
+    API after the other was set, so the one in use is kept)."""
+    try:
+        flags = [(torch.backends.cuda.matmul, "fp32_precision", "ieee"),
+                 (torch.backends.cudnn.conv, "fp32_precision", "ieee")]
+        saved = [getattr(obj, name) for obj, name, _ in flags]
+    except (AttributeError, RuntimeError):
+        flags = [(torch.backends.cuda.matmul, "allow_tf32", False),
+                 (torch.backends.cudnn, "allow_tf32", False)]
+        saved = [getattr(obj, name) for obj, name, _ in flags]
+    for obj, name, value in flags:
+        setattr(obj, name, value)
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+        for (obj, name, _), old in zip(flags, saved):
+            setattr(obj, name, old)

@@ -225,7 +225,8 @@ class Restorer:
                     stats.fp32_recomputed += int(bad.sum())
                     if RECOMPUTED_NOTE not in stats.notes:  # say it: the output hides it
                         stats.notes.append(RECOMPUTED_NOTE)
-                    y[bad] = self.model(xd[bad].float()).float()
+                    with autocast(self.device, Precision.FP32):
+                        y[bad] = self.model(xd[bad].float()).float()
             if not torch.isfinite(y).all():
                 raise RestoreError("the model produced non-finite values (NaN/Inf) even in fp32")
         return y.cpu()

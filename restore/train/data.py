@@ -184,6 +184,14 @@ class SampleIndices:
         return max(0, self.stop - self.start) * self.batch
 
 
+def _ignore_interrupts(worker_id: int) -> None:
+    """In each loader worker: Ctrl-C is the main process's to handle (it finishes the step
+    and writes a checkpoint); a worker that died of it would fail the run first."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def make_loader(pairs: list[Pair], cfg: DataConfig, seed: int, start_step: int, stop_step: int,
                 rank: int = 0, world: int = 1):
     """A DataLoader of (lq, gt) batches for steps start_step..stop_step-1."""
@@ -196,7 +204,8 @@ def make_loader(pairs: list[Pair], cfg: DataConfig, seed: int, start_step: int, 
     gen = torch.Generator().manual_seed(seed)
     return DataLoader(TrainSet(pairs, cfg, seed), batch_size=cfg.batch_size, sampler=sampler,
                       num_workers=cfg.workers, persistent_workers=False, generator=gen,
-                      prefetch_factor=4 if cfg.workers else None, drop_last=False)
+                      prefetch_factor=4 if cfg.workers else None, drop_last=False,
+                      worker_init_fn=_ignore_interrupts if cfg.workers else None)
 
 
 VAL_NOISE_SEED = 0

@@ -12,6 +12,7 @@ AMP scaler and the torch RNG (drop-path) state of the step it was written at.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -43,18 +44,30 @@ class TrainingDiverged(RestoreError):
 class TrainingInterrupted(RestoreError):
     """Ctrl-C or SIGTERM: the step in flight was finished and a checkpoint written."""
 
-    exit_code = 130
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum  # 130 for Ctrl-C, 143 for SIGTERM, as shells report
 
 
 class StopRequest:
     """SIGINT/SIGTERM handlers for the duration of a run (main thread only): the first signal
     asks the loop to stop after the step in flight (it then writes a checkpoint); a second
-    Ctrl-C interrupts at once (the last periodic checkpoint stays intact: writes are atomic).
+    Ctrl-C interrupts at once, except while a checkpoint is being written (then right after
+    it), so the checkpoint on disk is always a whole one.
     """
 
-    def __init__(self) -> None:
-        self.signal: str | None = None
+    def __init__(self, say: Callable[[str], None] | None = None) -> None:
+        self.signum: int | None = None
+        self._say = say
         self._old: dict = {}
+        self._saving = False
+        self._abort = False
+
+    @property
+    def signal(self) -> str | None:
+        import signal
+
+        return None if self.signum is None else signal.Signals(self.signum).name
 
     def install(self) -> "StopRequest":
         import signal
@@ -68,15 +81,33 @@ class StopRequest:
     def _handle(self, signum, frame) -> None:
         import signal
 
-        if self.signal is not None and signum == signal.SIGINT:
+        if self.signum is not None and signum == signal.SIGINT:
+            if self._saving:
+                self._abort = True
+                return
             raise KeyboardInterrupt
-        self.signal = signal.Signals(signum).name
+        if self.signum is None and self._say:
+            self._say(f"{signal.Signals(signum).name}: stopping after the step in flight and "
+                      "writing a checkpoint (Ctrl-C again: stop at once)")
+        self.signum = signum
+
+    @contextlib.contextmanager
+    def saving(self):
+        """A second Ctrl-C while inside waits until the block is done."""
+        self._saving = True
+        try:
+            yield
+        finally:
+            self._saving = False
+        if self._abort:
+            raise KeyboardInterrupt
 
     def uninstall(self) -> None:
         import signal
 
         for sig, old in self._old.items():
-            signal.signal(sig, old)
+            if old is not None:  # None: a handler not installed from Python
+                signal.signal(sig, old)
         self._old = {}
 
 
@@ -293,14 +324,22 @@ def train(cfg: TrainingConfig, resume: bool = False, progress: bool = True,
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     run_dir = Path(cfg.run.dir)
-    taken = dist_info.main and not resume and ckpt.has_checkpoint(run_dir)
-    if _any_rank([taken], dist_info, device)[0]:  # every rank stops, none waits on rank 0
+    val: list = []
+    failure: Exception | None = None
+    if dist_info.main:  # what rank 0 alone does; a failure there must stop every rank
+        try:
+            if not resume and ckpt.has_checkpoint(run_dir):
+                raise ConfigError(f"run.dir {run_dir} already holds a run; resume it with "
+                                  f"--resume {run_dir} or choose another run.dir")
+            run_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.atomic_write_bytes(run_dir / ckpt.CONFIG, dump_toml(cfg).encode())
+            val = load_validation(cfg.data)
+        except (RestoreError, OSError) as exc:
+            failure = exc
+    if _any_rank([failure is not None], dist_info, device)[0]:  # none waits on rank 0
         _end_distributed(dist_info)
-        raise ConfigError(f"run.dir {run_dir} already holds a run; resume it with "
-                          f"--resume {run_dir} or choose another run.dir")
-    if dist_info.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.atomic_write_bytes(run_dir / ckpt.CONFIG, dump_toml(cfg).encode())
+        raise failure or ConfigError(f"rank {dist_info.rank}: rank 0 refused the run (its "
+                                     "message says why)")
 
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
     model = build_model(cfg, echo if dist_info.main else lambda msg: None).to(device)
@@ -332,7 +371,6 @@ def train(cfg: TrainingConfig, resume: bool = False, progress: bool = True,
         net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     pairs = load_pairs(cfg.data)
-    val = load_validation(cfg.data) if dist_info.main else []
     loader = make_loader(pairs, cfg.data, cfg.run.seed, start, stop, dist_info.rank,
                          dist_info.world)
     n_params = sum(p.numel() for p in model.parameters())
@@ -382,7 +420,8 @@ def train(cfg: TrainingConfig, resume: bool = False, progress: bool = True,
         msg = f"step {step_}: validation PSNR {res['psnr']:.3f} dB"
         (bar.write if bar else echo)(msg)
 
-    stop_request = StopRequest().install()
+    stop_request = StopRequest(
+        (bar.write if bar else echo) if dist_info.main else None).install()
     interrupted = False
     try:
         for lq, gt in loader:
@@ -395,11 +434,20 @@ def train(cfg: TrainingConfig, resume: bool = False, progress: bool = True,
                 out = net(lq)
             loss = criterion(out, gt)
             loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
+            # Every rank takes the same branch (one collective per step): a NaN/Inf loss on
+            # any rank, the wall clock (stop after this step), a signal on any rank.
+            over = bool(t.max_minutes) and (
+                elapsed_before + time.monotonic() - t0) > 60 * t.max_minutes
+            diverged, over, interrupted = _any_rank(
+                [not math.isfinite(loss_value), over, stop_request.signum is not None],
+                dist_info, device)
+            if diverged:
+                what = (f"the loss is {loss_value} (NaN/Inf)" if not math.isfinite(loss_value)
+                        else "the loss of another rank is NaN/Inf")
                 raise TrainingDiverged(
-                    f"step {step + 1}: the loss is {loss_value} (NaN/Inf); training stopped. "
-                    f"The last checkpoint in {run_dir} is intact. Try a lower train.lr "
-                    f"(now {lr:.3g}), train.grad_clip, or train.amp = 'fp32'.")
+                    f"step {step + 1}: {what}; training stopped. The last checkpoint in "
+                    f"{run_dir} is intact. Try a lower train.lr (now {lr:.3g}), "
+                    "train.grad_clip, or train.amp = 'fp32'.")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if t.grad_clip > 0:
@@ -413,11 +461,7 @@ def train(cfg: TrainingConfig, resume: bool = False, progress: bool = True,
             window.append(loss_value)
             result.update(step=step, loss=loss_value)
 
-            # Stop on the wall clock or a signal: every rank must stop at the same step.
-            over = bool(t.max_minutes) and (
-                elapsed_before + time.monotonic() - t0) > 60 * t.max_minutes
-            over, interrupted = _any_rank([over, stop_request.signal is not None], dist_info,
-                                          device)
+            interrupted = interrupted and step < stop  # the last step: a normal finish
             final = step >= stop or over or interrupted
             if not dist_info.main:
                 if final:
@@ -440,7 +484,8 @@ def train(cfg: TrainingConfig, resume: bool = False, progress: bool = True,
             due = (t.ckpt_every and step % t.ckpt_every == 0) or (
                 t.ckpt_minutes and time.monotonic() - last_ckpt > 60 * t.ckpt_minutes)
             if final or due:
-                save(step)
+                with stop_request.saving():
+                    save(step)
                 last_ckpt = time.monotonic()
             if final:
                 break
@@ -450,8 +495,11 @@ def train(cfg: TrainingConfig, resume: bool = False, progress: bool = True,
             bar.close()
         _end_distributed(dist_info)
     if interrupted:
+        import signal
+
         why = stop_request.signal or "a signal on another rank"
         raise TrainingInterrupted(
             f"{why}: stopped after step {step}; checkpoint written to {run_dir}. Continue "
-            f"with: restore train --resume {run_dir}")
+            f"with: restore train --resume {run_dir}",
+            stop_request.signum or signal.SIGTERM)
     return result
