@@ -195,7 +195,8 @@ class Restorer:
     def _probe_cuda(self) -> float:
         """Peak memory per input pixel of one forward, measured on a 4x4-window probe."""
         side = 4 * self.multiple
-        x = torch.rand(1, 3, side, side, device=self.device)
+        x = torch.rand(1, 3, side, side, device=self.device).contiguous(
+            memory_format=torch.channels_last)  # as _forward feeds it
         try:
             with torch.inference_mode(), autocast(self.device, self.precision):
                 torch.cuda.synchronize(self.device)
@@ -204,7 +205,7 @@ class Restorer:
                 self.model(x)
                 peak = torch.cuda.max_memory_allocated(self.device)
         except Exception:  # noqa: BLE001 (a model with 1 input channel, say)
-            x = x[:, :1]
+            x = x[:, :1].contiguous(memory_format=torch.channels_last)
             with torch.inference_mode(), autocast(self.device, self.precision):
                 base = torch.cuda.memory_allocated(self.device)
                 torch.cuda.reset_peak_memory_stats(self.device)
