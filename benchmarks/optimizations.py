@@ -160,35 +160,28 @@ def main() -> None:
     }
     only = set(filter(None, args.only.split(",")))
     rows = []
+
+    def ab(name, before, after):
+        """Warm up, then alternate the two calls; a row of medians and the output diff."""
+        before(), after()  # warm-up (and compilation)
+        tb, ta = [], []
+        for _ in range(args.repeat):
+            t, yb = before()
+            tb.append(t)
+            t, ya = after()
+            ta.append(t)
+        rows.append((name, statistics.median(tb), statistics.median(ta),
+                     float((yb.float() - ya.float()).abs().max())))
+        print(f"  {name} done", file=sys.stderr)
+
     if args.candidates:
         variants = {}  # the kept ones are not re-timed
         for name, make in candidates(model, x, sync).items():
-            if only and name not in only:
-                continue
-            before, after = make()
-            before(), after()  # warm-up (and compilation)
-            tb, ta = [], []
-            for _ in range(args.repeat):
-                t, yb = before()
-                tb.append(t)
-                t, ya = after()
-                ta.append(t)
-            rows.append((name, statistics.median(tb), statistics.median(ta),
-                         float((yb.float() - ya.float()).abs().max())))
-            print(f"  {name} done", file=sys.stderr)
+            if not only or name in only:
+                ab(name, *make())
     for name, (before, after) in variants.items():
-        if only and name not in only:
-            continue
-        run(before), run(after)  # warm-up
-        tb, ta = [], []
-        for _ in range(args.repeat):
-            t, yb = run(before)
-            tb.append(t)
-            t, ya = run(after)
-            ta.append(t)
-        rows.append((name, statistics.median(tb), statistics.median(ta),
-                     float((yb - ya).abs().max())))
-        print(f"  {name} done", file=sys.stderr)
+        if not only or name in only:
+            ab(name, lambda b=before: run(b), lambda a=after: run(a))
     if not args.candidates and (not only or "inference-mode" in only):
         tb, ta = [], []
         for _ in range(args.repeat):

@@ -132,14 +132,18 @@ def model_command(
         raise typer.Exit(1)
     report = inspect_model(module, probes, name=loaded.name, task=kind, device=dev,
                            margin=margin)
-    if json_out:
-        typer.echo(json.dumps(report.to_dict()))
-    else:
-        typer.echo("\n".join(format_model_report(report)))
-    if plot is not None:
-        print(f"plot: {plot_model(report, plot)}", file=sys.stderr)
+    _emit(report.to_dict() if json_out else format_model_report(report), plot,
+          lambda path: plot_model(report, path))
     if failed:
         raise typer.Exit(1)
+
+
+def _emit(out: dict | list[str], plot: Path | None, draw) -> None:
+    """The report on stdout (a dict as one JSON line, else the table's lines); with --plot,
+    the figure drawn by ``draw(path)`` and its path on stderr."""
+    typer.echo(json.dumps(out) if isinstance(out, dict) else "\n".join(out))
+    if plot is not None:
+        print(f"plot: {draw(plot)}", file=sys.stderr)
 
 
 @inspect_app.command("run", help="Compare the feature statistics that 'restore train' "
@@ -166,9 +170,5 @@ def run_command(
     if plot is not None:
         require_matplotlib()
     view = load_runs(run_dirs, stat.value)
-    if json_out:
-        typer.echo(json.dumps(view.to_dict()))
-    else:
-        typer.echo("\n".join(format_runs(view)))
-    if plot is not None:
-        print(f"plot: {plot_runs(view, plot)}", file=sys.stderr)
+    _emit(view.to_dict() if json_out else format_runs(view), plot,
+          lambda path: plot_runs(view, path))

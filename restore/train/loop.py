@@ -17,6 +17,8 @@ import copy
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,22 +67,15 @@ class StopRequest:
 
     @property
     def signal(self) -> str | None:
-        import signal
-
         return None if self.signum is None else signal.Signals(self.signum).name
 
     def install(self) -> "StopRequest":
-        import signal
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:
-        import signal
-
         if self.signum is not None and signum == signal.SIGINT:
             if self._saving:
                 self._abort = True
@@ -103,8 +98,6 @@ class StopRequest:
             raise KeyboardInterrupt
 
     def uninstall(self) -> None:
-        import signal
-
         for sig, old in self._old.items():
             if old is not None:  # None: a handler not installed from Python
                 signal.signal(sig, old)
@@ -495,8 +488,6 @@ def train(cfg: TrainingConfig, resume: bool = False, progress: bool = True,
             bar.close()
         _end_distributed(dist_info)
     if interrupted:
-        import signal
-
         why = stop_request.signal or "a signal on another rank"
         raise TrainingInterrupted(
             f"{why}: stopped after step {step}; checkpoint written to {run_dir}. Continue "
