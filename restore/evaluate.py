@@ -36,6 +36,7 @@ import numpy as np
 
 from .degrade import add_gaussian_noise, imresize, jpeg_compress, modcrop
 from .errors import RestoreError, UsageError
+from .io import IMAGE_SUFFIXES
 from .metrics import psnr, ssim
 from .tasks import Task
 
@@ -45,7 +46,6 @@ __all__ = [
     "model_method", "read_image", "restore_image", "score_image",
 ]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 # Folder names that hold a set's ground truth: the set is named by their parent.
 GT_FOLDER_NAMES = ("hr", "gt")
@@ -230,41 +230,31 @@ class SetResult:
 
 
 # -- files ------------------------------------------------------------------------------------
-# TODO(io): reading and writing belong in restore/io.py once it lands; these two helpers
-# only cover what benchmarks need (8-bit gray or RGB).
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An 8-bit image file as uint8 (H, W) (one-channel files) or (H, W, 3).
+    """An 8-bit image file as uint8 (H, W) (gray files) or (H, W, 3), read by restore.io
+    (EXIF orientation applied, palette expanded, alpha dropped).
 
-    Palette and alpha images become RGB (alpha dropped); 16-bit and float files are refused:
-    the benchmarks are 8-bit.
+    16-bit and float files are refused: the benchmarks and their published numbers are
+    8-bit, and rounding them to 8 bits here would score a different image.
     """
-    from PIL import Image, UnidentifiedImageError
+    from .io import read_image as io_read
 
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            mode = im.mode
-            if mode in ("1", "L", "LA"):
-                im = im.convert("L")
-            elif mode in ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr", "RGBX"):
-                im = im.convert("RGB")
-            else:
-                raise RestoreError(f"{path}: {mode} images are not supported for evaluation "
-                                   "(8-bit gray or RGB only)")
-            return np.asarray(im, dtype=np.uint8).copy()
-    except (OSError, UnidentifiedImageError) as exc:
-        raise RestoreError(f"{path}: cannot read the image ({exc})") from None
+    img = io_read(path)  # ImageReadError (a RestoreError): one line, "PATH: reason"
+    if img.bit_depth != 8:
+        raise RestoreError(f"{img.path}: {img.mode} image with {img.bit_depth}-bit samples; "
+                           "evaluation reads 8-bit gray or RGB only")
+    a = np.rint(img.pixels * 255.0).astype(np.uint8)  # exact: 8-bit pixels are k/255
+    return a[:, :, 0] if img.is_gray else a
 
 
 def write_png(path: str | os.PathLike, img: np.ndarray) -> Path:
-    """Write a uint8 (H, W) or (H, W, 3) image as PNG, creating the folder."""
-    from PIL import Image
+    """Write a uint8 (H, W) or (H, W, 3) image as PNG, atomically, creating the folder."""
+    from .io import write_image
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(img)).save(path, format="PNG")
-    return path
+    return write_image(path, np.asarray(img, dtype=np.float32) / 255.0, format="PNG").path
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

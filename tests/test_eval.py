@@ -117,6 +117,30 @@ def test_given_lr_of_the_wrong_size_is_refused(benchmarks, tmp_path):
                         load_method("bicubic", Task.SR), lq_folder=tmp_path / "LR")
 
 
+def test_benchmark_files_are_read_exactly_and_bad_ones_are_named(tmp_path):
+    from PIL import Image
+
+    from restore.errors import RestoreError
+
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (21, 34, 3), dtype=np.uint8)
+    gray = rng.integers(0, 256, (17, 12), dtype=np.uint8)
+    assert np.array_equal(read_image(write_png(tmp_path / "rgb.png", rgb)), rgb)
+    assert np.array_equal(read_image(write_png(tmp_path / "gray.png", gray)), gray)
+    # A camera JPEG stored sideways is scored upright, as restore's own reader shows it.
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    Image.fromarray(rgb).save(tmp_path / "sideways.jpg", quality=95, exif=exif)
+    assert read_image(tmp_path / "sideways.jpg").shape == (34, 21, 3)
+    # 16-bit files are refused, not rounded: the published numbers are 8-bit.
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "deep.png")
+    with pytest.raises(RestoreError, match=r"deep\.png: .*16-bit.*8-bit"):
+        read_image(tmp_path / "deep.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "rgb.png").read_bytes()[:60])
+    with pytest.raises(RestoreError, match=r"cut\.png: corrupt or truncated"):
+        read_image(tmp_path / "cut.png")
+
+
 def test_noise_is_seeded_per_set(tmp_path):
     img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     for name in ("a.png", "b.png"):

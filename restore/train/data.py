@@ -21,9 +21,8 @@ import numpy as np
 
 from ..degrade import add_gaussian_noise, imresize, jpeg_compress, modcrop
 from ..errors import ConfigError
+from ..io import IMAGE_SUFFIXES
 from .config import DataConfig, Task
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def list_images(folder: str | Path) -> list[Path]:
