@@ -1026,7 +1026,7 @@ def import_checkpoint(path: str | os.PathLike, name: str, *, family: str | None 
     """Check a downloaded checkpoint against an architecture, convert it to safetensors in
     the user data dir and register it in the user registry; returns the new entry.
 
-    ``family`` is a preset name (``restore models list`` shows them; see weights.toml
+    ``family`` is a preset name (``restore models presets`` shows them; see weights.toml
     [presets]) or an architecture family with ``config`` (reference constructor arguments;
     with a preset, ``config`` overrides some of its values). Without either, the file must
     be a restore safetensors file that records its architecture.

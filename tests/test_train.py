@@ -18,7 +18,7 @@ import pytest
 import torch
 from shared_paths import DATA, REPO, require
 
-from restore.errors import ConfigError
+from restore.errors import ConfigError, UsageError
 from restore.train.config import load_config, parse_config, parse_override
 
 TINY_ARCH = {
@@ -93,11 +93,21 @@ def test_config_errors_name_the_key(tmp_path):
     assert c.train.loss.value == "charbonnier"
 
 
-def test_shipped_configs_are_valid():
-    paths = sorted((REPO / "configs").glob("*.toml"))
-    assert paths
-    for p in paths:
-        load_config(p)
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.toml")), ids=lambda p: p.stem)
+def test_shipped_configs_build_their_model_from_a_fresh_checkout(path, monkeypatch):
+    # As configs/README.md says to run them: from the repository root, ../shared beside it.
+    # Only tracked files may be needed (runs/ is not in a checkout).
+    from restore.train.loop import build_model
+
+    require(DATA)
+    monkeypatch.chdir(REPO)
+    cfg = load_config(path)
+    for folder in [*cfg.data.train, *([cfg.data.val] if cfg.data.val else [])]:
+        assert Path(folder).is_dir(), f"{path.name}: {folder} is not a folder"
+    if cfg.model.init:
+        assert not Path(cfg.model.init).is_relative_to("runs"), cfg.model.init
+    model = build_model(cfg)
+    assert sum(p.numel() for p in model.parameters()) > 0
 
 
 # -- the loop -------------------------------------------------------------------------------
@@ -216,6 +226,13 @@ def test_export_writes_a_runnable_model(full_run, tmp_path):
     assert meta["weights"] == "ema" and meta["task"] == "sr"
     y = load_model(out)(torch.rand(1, 3, 20, 20))
     assert y.shape == (1, 3, 40, 40)
+    # An existing file (the default path of a shipped name is the shipped model) is kept.
+    before = out.read_bytes()
+    with pytest.raises(UsageError, match="exists.*--force"):
+        export_run(full_run[0], "tiny.sr-x2", out, use_ema=False)
+    assert out.read_bytes() == before
+    export_run(full_run[0], "tiny.sr-x2", out, use_ema=False, force=True)
+    assert read_metadata(out)["weights"] == "trained"
 
 
 # -- scale out ------------------------------------------------------------------------------

@@ -53,14 +53,15 @@ def _table(results, verbose: bool) -> list[str]:
 def eval_cmd(
     task: Task = typer.Option(..., "--task", help="What to evaluate."),
     model: str = typer.Option(..., "--model", "-m",
-                              help="A baseline (bicubic for sr; identity for denoise/jpeg) "
-                                   "or a restore checkpoint file."),
+                              help="A registry name (restore models list), a restore "
+                                   "checkpoint file, or a baseline (bicubic for sr; identity "
+                                   "for denoise/jpeg)."),
     data: list[Path] = typer.Option(..., "--data", "-d",
                                     help="Ground-truth folder (e.g. .../Set5/HR); repeat for "
                                          "several sets, one result per set."),
     scale: int | None = typer.Option(None, "--scale", "-s", help="sr: the factor (2, 3, 4)."),
     sigma: float | None = typer.Option(None, "--sigma", help="denoise: noise std on 0..255."),
-    quality: int | None = typer.Option(None, "--quality", "-q", help="jpeg: quality 1..100."),
+    quality: int | None = typer.Option(None, "--quality", help="jpeg: quality 1..100."),
     lq: Path | None = typer.Option(None, "--lq",
                                    help="Use the degraded inputs in this folder (matched by "
                                         "name, e.g. LR_bicubic/X4) instead of making them."),

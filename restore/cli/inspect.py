@@ -29,16 +29,23 @@ app.add_typer(inspect_app, name="inspect")
 
 # Typer renders help with rich: paragraphs are kept line by line, so each definition is
 # one short line and each prose paragraph one long line (rich wraps it).
+ENTROPY = """  H         channel entropy in nats: E_c = mean over tokens of x_c^2,
+            p_c = E_c / sum_c E_c, H = -sum_c p_c ln p_c
+            (ln C when the energy is even over the C channels,
+            0 when one channel holds all of it)
+"""
 DEFINITIONS = """
 Per block (a module named ...blocks.N: the Swin blocks, the HABs), on the block's output tokens x (N tokens by C channels), in float64 from an fp32 forward:
 
   mean|x|   mean of |x| over tokens and channels (averaged over images)
   max|x|    max of |x| (max over images)
-  H         channel entropy in nats: E_c = mean over tokens of x_c^2,
-            p_c = E_c / sum_c E_c, H = -sum_c p_c ln p_c
-            (ln C when the energy is even over the C channels,
-            0 when one channel holds all of it)
-"""
+""" + ENTROPY
+RUN_DEFINITIONS = """
+Per block (a module named ...blocks.N), logged at each validation: on the block's output tokens x (N tokens by C channels) for the first validation image, from the trained weights (not the EMA), in float64 from an fp32 forward:
+
+  mean|x|   mean of |x| over tokens and channels
+  max|x|    max of |x|
+""" + ENTROPY
 VERDICT = """  headroom  65504 / max|x| (65504: the fp16 maximum), factor and log2
 
 The any-layer max is the max |x| of every tensor going into or coming out of any module (each Linear, Conv2d, norm, attention, MLP, block). Verdict: fp16-safe when any-layer max x 16 < 65504; the margin of 16 is an assumption (larger images, tensors no hook sees, fp16 rounding), --margin changes it.
@@ -149,7 +156,7 @@ def _emit(out: dict | list[str], plot: Path | None, draw) -> None:
 @inspect_app.command("run", help="Compare the feature statistics that 'restore train' "
                                  "logged (RUN_DIR/stats.jsonl, one record per validation): "
                                  "per run, max |x| and channel entropy of each block at the "
-                                 "first and last logged step.\n" + DEFINITIONS + """
+                                 "first and last logged step.\n" + RUN_DEFINITIONS + """
 --plot draws the paper's Figure 1 view: for each run (side by side) a heatmap of log10 of --stat (or the entropy itself) over (training step, block), and one of the channel entropy; each row of heatmaps shares one colour scale across the runs.
 
 --json: {"stat", "transform": "log10"|"none", "scale": {"vmin", "vmax"},

@@ -19,7 +19,7 @@ import typer
 from .main import app
 
 models_app = typer.Typer(
-    help="The model registry: list, inspect, download, verify, import and push weights.",
+    help="The model registry: list and describe models and presets, download, verify, import and push weights.",
     no_args_is_help=True,
 )
 app.add_typer(models_app, name="models")

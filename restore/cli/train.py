@@ -75,6 +75,9 @@ def export_command(
                                     help="Where the --psnr values come from (one line)."),
     fp16_safe: bool = typer.Option(False, "--fp16-safe",
                                    help="Mark the model fp16-safe (measure it first)."),
+    force: bool = typer.Option(False, "--force",
+                               help="Replace the output file if it exists (a shipped model "
+                                    "at the default path: update weights.toml after)."),
 ) -> None:
     """Turn a finished run into a shippable model: EMA weights as safetensors (config in the
     metadata); prints the weights.toml entry to add."""
@@ -89,7 +92,8 @@ def export_command(
         except ValueError:
             raise UsageError(f"--psnr {item!r}: expected SET=DB, e.g. Set5=30.12") from None
     entry = export_run(run_dir, name, out, use_ema=not raw, psnr=scores,
-                       description=description, psnr_source=psnr_source, fp16_safe=fp16_safe)
+                       description=description, psnr_source=psnr_source, fp16_safe=fp16_safe,
+                       force=force)
     typer.echo(entry)
 
 

@@ -39,9 +39,12 @@ def sha256_file(path: Path) -> str:
 def export_run(run_dir: str | Path, name: str, out: str | Path | None = None,
                use_ema: bool = True, psnr: dict[str, float] | None = None,
                description: str = "", license: str = "Apache-2.0",
-               psnr_source: str = "", fp16_safe: bool = False) -> str:
+               psnr_source: str = "", fp16_safe: bool = False, force: bool = False) -> str:
     """Write RUN_DIR's EMA (or trained) weights to ``out`` (default restore/models/NAME
-    .safetensors) and return its weights.toml entry (validated by restore.weights)."""
+    .safetensors) and return its weights.toml entry (validated by restore.weights).
+
+    An existing ``out`` is replaced only with ``force``: the default path of a shipped name
+    is the shipped model itself, whose checksum weights.toml pins."""
     from ..weights import EmbeddedSource, entry_toml, make_spec
 
     run_dir = Path(run_dir)
@@ -54,6 +57,9 @@ def export_run(run_dir: str | Path, name: str, out: str | Path | None = None,
     data = cfg["data"]
     task, scale = data["task"], int(data["scale"])
     out = Path(out) if out else models_dir() / f"{name}.safetensors"
+    if out.exists() and not force:
+        raise UsageError(f"{out}: exists; choose another --out, or --force to replace it "
+                         "(then update its sha256 and size in weights.toml)")
     step = int(read_metadata(src).get("step") or meta["step"])
     weights = "EMA" if src.name == ckpt.EMA else "trained"
     save_model(model, out, {
