@@ -564,13 +564,18 @@ def _task_fields(t: _Table) -> tuple[Task, int, Any, Any]:
         scale = t.integer("scale", required=False, minimum=1) or 1
         if scale != 1:
             raise t.err("scale", f"{scale} must be 1 (or absent) for task {task.value!r}")
+    return (task, scale, *_ranges(t, task))
+
+
+def _ranges(t: _Table, task: Task) -> tuple[Any, Any]:
+    """sigma_range and quality_range, each allowed only for its own task."""
     sigma = t.span("sigma_range", 0, 255, integer=False)
     quality = t.span("quality_range", 1, 100, integer=True)
     if sigma is not None and task is not Task.DENOISE:
         raise t.err("sigma_range", "is for task 'denoise' only")
     if quality is not None and task is not Task.JPEG:
         raise t.err("quality_range", "is for task 'jpeg' only")
-    return task, scale, sigma, quality
+    return sigma, quality
 
 
 def _source(t: _Table, embedded_root: Path, data_dir: Path) -> Source:
@@ -637,12 +642,7 @@ def parse_preset(name: str, data: Any, origin: str) -> Preset:
                           "task 'sr'")
     config = _config(t, family, norm, task, scale)
     psnr, psnr_source = _psnr(t, required=False)
-    sigma = t.span("sigma_range", 0, 255, integer=False)
-    quality = t.span("quality_range", 1, 100, integer=True)
-    if sigma is not None and task is not Task.DENOISE:
-        raise t.err("sigma_range", "is for task 'denoise' only")
-    if quality is not None and task is not Task.JPEG:
-        raise t.err("quality_range", "is for task 'jpeg' only")
+    sigma, quality = _ranges(t, task)
     return Preset(
         name=name, family=family, config=_freeze(config), norm=norm, task=task,
         description=t.text("description"), license=t.text("license", required=False),
