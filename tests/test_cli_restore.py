@@ -87,6 +87,24 @@ def test_jpeg_reads_the_quality_from_the_file(models, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "estimated JPEG quality 30" in res.stderr
     assert (tmp_path / "web_jpeg.png").is_file()
+    assert "outside the range" not in res.stderr  # a file checkpoint declares no range
+
+
+def test_jpeg_warns_when_the_quality_is_outside_the_models_range(tmp_path):
+    from restore import weights
+
+    spec = weights.load_registry().require_default("jpeg")
+    lo, hi = spec.quality_range
+    assert hi < 95  # the shipped model is not meant for near-lossless files
+    Image.fromarray(_rgb(32, 32)).save(tmp_path / "fine.jpg", quality=95)
+    Image.fromarray(_rgb(32, 32)).save(tmp_path / "coarse.jpg", quality=lo)
+    res = run("jpeg", tmp_path / "fine.jpg", tmp_path / "coarse.jpg", "--format", "png")
+    assert res.returncode == 0, res.stderr
+    warnings = [ln for ln in res.stderr.splitlines() if "warning" in ln]
+    assert warnings == [f"{tmp_path / 'fine.jpg'}: warning: JPEG quality 95 is outside the "
+                        f"range the model is for ({lo}-{hi}): the result may be worse than "
+                        "the input"], res.stderr
+    assert (tmp_path / "fine_jpeg.png").is_file() and (tmp_path / "coarse_jpeg.png").is_file()
 
 
 def test_16_bit_alpha_and_exif_orientation(models, tmp_path):

@@ -355,14 +355,20 @@ def _quality_note(quality: int | None):
         from ..estimate import estimate_jpeg_quality
 
         if quality is not None:
-            return {"jpeg_quality": quality, "jpeg_quality_source": "given"}
-        q = estimate_jpeg_quality(img.jpeg_qtables) if img.jpeg_qtables else None
-        if q is None:
-            _say(common, f"{img.path}: not a JPEG file, quality unknown (the model is blind "
-                         "to it: restoring anyway)")
-            return {"jpeg_quality": None, "jpeg_quality_source": "unknown"}
-        _say(common, f"{img.path}: estimated JPEG quality {q}")
-        return {"jpeg_quality": q, "jpeg_quality_source": "estimated"}
+            q, how = quality, "given"
+        else:
+            q = estimate_jpeg_quality(img.jpeg_qtables) if img.jpeg_qtables else None
+            if q is None:
+                _say(common, f"{img.path}: not a JPEG file, quality unknown (the model is "
+                             "blind to it: restoring anyway)")
+                return {"jpeg_quality": None, "jpeg_quality_source": "unknown"}
+            how = "estimated"
+            _say(common, f"{img.path}: estimated JPEG quality {q}")
+        if lm.quality_range and not (lm.quality_range[0] <= q <= lm.quality_range[1]):
+            _say(common, f"{img.path}: warning: JPEG quality {q} is outside the range the "
+                         f"model is for ({lm.quality_range[0]}-{lm.quality_range[1]}): the result "
+                         "may be worse than the input")
+        return {"jpeg_quality": q, "jpeg_quality_source": how}
     return before
 
 
@@ -393,8 +399,9 @@ def jpeg_cmd(
     quality: Annotated[Optional[int], typer.Option(
         "--quality", min=1, max=100,
         help="JPEG quality the inputs were saved with (default: read from each JPEG's "
-             "quantization tables); recorded, the models are blind to it. The output's own "
-             "quality is --output-quality.")] = None,
+             "quantization tables); recorded and checked against the model's range (a warning "
+             "outside it); the models are blind to it. The output's own quality is "
+             "--output-quality.")] = None,
     output: Output = None, suffix: Suffix = None, fmt: Format = "same",
     output_quality: OutQuality = 95, recursive: Recursive = True,
     skip_existing: SkipExisting = False, overwrite: Overwrite = False, fail_fast: FailFast = False,
