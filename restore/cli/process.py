@@ -329,6 +329,14 @@ def sr_cmd(
     run_command("sr", int(s), common, f"_x{s}")
 
 
+def _warn_outside(common: Common, img, what: str, value: float, span: tuple | None,
+                  verb: str, tail: str = "") -> None:
+    """Warn (per file) when a degradation level is outside the range a model declares."""
+    if span and not (span[0] <= value <= span[1]):
+        _say(common, f"{img.path}: warning: {what} is outside the range the model {verb} "
+                     f"({span[0]}-{span[1]}){tail}")
+
+
 def _sigma_note(sigma: float | None):
     def before(img, common: Common, lm: LoadedModel) -> dict:
         from ..errors import UsageError
@@ -343,9 +351,8 @@ def _sigma_note(sigma: float | None):
                 _say(common, f"{img.path}: noise level not estimated ({exc})")
                 return {"sigma": None, "sigma_source": "unknown"}
             _say(common, f"{img.path}: estimated noise sigma {value:.1f}")
-        if lm.sigma_range and not (lm.sigma_range[0] <= value <= lm.sigma_range[1]):
-            _say(common, f"{img.path}: warning: sigma {value:.1f} is outside the range the "
-                         f"model was trained for ({lm.sigma_range[0]}-{lm.sigma_range[1]})")
+        _warn_outside(common, img, f"sigma {value:.1f}", value, lm.sigma_range,
+                      "was trained for")
         return {"sigma": round(value, 2), "sigma_source": how}
     return before
 
@@ -364,10 +371,8 @@ def _quality_note(quality: int | None):
                 return {"jpeg_quality": None, "jpeg_quality_source": "unknown"}
             how = "estimated"
             _say(common, f"{img.path}: estimated JPEG quality {q}")
-        if lm.quality_range and not (lm.quality_range[0] <= q <= lm.quality_range[1]):
-            _say(common, f"{img.path}: warning: JPEG quality {q} is outside the range the "
-                         f"model is for ({lm.quality_range[0]}-{lm.quality_range[1]}): the result "
-                         "may be worse than the input")
+        _warn_outside(common, img, f"JPEG quality {q}", q, lm.quality_range, "is for",
+                      ": the result may be worse than the input")
         return {"jpeg_quality": q, "jpeg_quality_source": how}
     return before
 
