@@ -348,12 +348,16 @@ def _ok(job: Job, info: dict, loaded: _Loaded, restored: _Restored, saved: tuple
 
 def restore_file(job: Job, restore_fn: Callable, model_channels: int, scale: int,
                  opts: ImageOptions, existing: Existing,
-                 before: Callable[[object], dict] | None = None) -> Result:
+                 before: Callable[[object], dict] | None = None,
+                 choose: Callable[[object], tuple[Callable, int]] | None = None) -> Result:
     """Read, restore, write one image, one step after the other. Errors of this file
     become a failed Result.
 
     restore_fn: (C, H, W) float32 tensor -> ((C, sH, sW) tensor, stats). before: called
     with the ImageData before restoring (for estimates); returns extra info to record.
+    choose: where the model depends on the image (one of several, by its noise level or
+    JPEG quality), the ImageData -> (restore_fn, model_channels) to use instead; called
+    before the model, in the caller's thread; it must not print (``before`` reports).
     """
     from .io import ImageReadError
 
@@ -367,6 +371,8 @@ def restore_file(job: Job, restore_fn: Callable, model_channels: int, scale: int
     t0 = time.perf_counter()
     info = dict(before(loaded.img) or {}) if before else {}
     before_s = time.perf_counter() - t0
+    if choose is not None:
+        restore_fn, model_channels = choose(loaded.img)
     restored = _run_model(loaded, restore_fn, model_channels)
     try:
         saved = _save(job, loaded.img, restored, opts)
@@ -400,6 +406,7 @@ def fail_on_restore_error(job: Job, exc: Exception) -> Result:
 def restore_files(jobs: Sequence[Job], restore_fn: Callable, model_channels: int, scale: int,
                   opts: ImageOptions, existing: Existing,
                   before: Callable[[object], dict] | None = None, *,
+                  choose: Callable[[object], tuple[Callable, int]] | None = None,
                   on_error: Callable[[Job, Exception], Result] = fail_on_restore_error,
                   fail_fast: bool = False, overlap: bool = True,
                   prefetch: int = 2) -> Iterator[Result]:
@@ -435,7 +442,7 @@ def restore_files(jobs: Sequence[Job], restore_fn: Callable, model_channels: int
         for job in jobs:
             try:
                 res = restore_file(job, restore_fn, model_channels, scale, opts, existing,
-                                   before=before)
+                                   before=before, choose=choose)
             except Exception as exc:  # noqa: BLE001 (on_error decides)
                 res = on_error(job, exc)
             yield res
@@ -443,11 +450,11 @@ def restore_files(jobs: Sequence[Job], restore_fn: Callable, model_channels: int
                 return
         return
     yield from _restore_overlapped(jobs, restore_fn, model_channels, opts, existing, before,
-                                   on_error, fail_fast, max(1, prefetch))
+                                   choose, on_error, fail_fast, max(1, prefetch))
 
 
-def _restore_overlapped(jobs, restore_fn, model_channels, opts, existing, before, on_error,
-                        fail_fast, prefetch) -> Iterator[Result]:
+def _restore_overlapped(jobs, restore_fn, model_channels, opts, existing, before, choose,
+                        on_error, fail_fast, prefetch) -> Iterator[Result]:
     """restore_files with a reader thread and a writer thread (see its docstring)."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
@@ -490,7 +497,9 @@ def _restore_overlapped(jobs, restore_fn, model_channels, opts, existing, before
                 early, loaded = (got, None) if isinstance(got, Result) else (None, got)
             if loaded is not None:
                 try:
-                    restored = _run_model(loaded, restore_fn, model_channels)
+                    fn, channels = (choose(loaded.img) if choose is not None
+                                    else (restore_fn, model_channels))
+                    restored = _run_model(loaded, fn, channels)
                 except Exception as exc:  # noqa: BLE001
                     err = exc
             if writing is not None:  # the image before comes first

@@ -15,6 +15,8 @@ Format (schema 1)::
     schema = 1
     [defaults]                      # task key -> model name ("" = none yet)
     "sr-x4" = ""
+    jpeg = ["a.jpeg", "a.jpeg-hq"]  # denoise/jpeg: or several, each for its declared range
+                                    # (picked per image: see pick_by_level)
     [models."swinir-m.sr-x4"]       # family[-norm]-size.task[-training]
     description = "one line"
     family = "swinir"               # restore.archs.build(family, **config)
@@ -58,7 +60,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -258,9 +260,12 @@ class Registry:
     """The merged registry: shipped weights.toml, then the user registry over it."""
 
     models: Mapping[str, ModelSpec]
-    defaults: Mapping[str, str | None]
+    defaults: Mapping[str, str | None]  # the first (or only) default of each task key
     presets: Mapping[str, Preset]
     files: tuple[Path, ...] = ()
+    # every default of each task key, in registry order (() = none)
+    default_sets: Mapping[str, tuple[str, ...]] = dataclasses.field(
+        default_factory=lambda: MappingProxyType({}))
 
     def get(self, name: str) -> ModelSpec:
         """The entry called ``name``; an unknown name lists the close matches."""
@@ -296,6 +301,14 @@ class Registry:
                 "an official checkpoint with 'restore models import'")
         return spec
 
+    def defaults_for(self, task_key: str) -> list[ModelSpec]:
+        """Every default model of a task key (several for denoise/jpeg where the registry
+        lists one per range of the degradation level), in registry order; [] for none."""
+        self.default_for(task_key)  # checks the key
+        names = self.default_sets.get(task_key) or ((self.defaults[task_key],)
+                                                    if self.defaults.get(task_key) else ())
+        return [self.models[n] for n in names]
+
     def for_task(self, task: str | Task | None = None) -> list[ModelSpec]:
         """Entries of one task ("sr", "denoise", "jpeg" or a key like "sr-x4"), or all."""
         specs = list(self.models.values())
@@ -312,8 +325,35 @@ class Registry:
         return [s for s in specs if s.task is kind]
 
     def defaults_of(self, name: str) -> list[str]:
-        """The task keys whose default is ``name``."""
-        return [k for k, v in self.defaults.items() if v == name]
+        """The task keys whose default is (or, of several, includes) ``name``."""
+        return [k for k in self.defaults if name in [s.name for s in self.defaults_for(k)]]
+
+
+def level_range(spec: ModelSpec | Preset) -> tuple[float, float] | None:
+    """The degradation levels a model declares it is for: sigma_range (denoise) or
+    quality_range (jpeg); None for SR and where none is declared."""
+    return (spec.sigma_range if spec.task is Task.DENOISE else
+            spec.quality_range if spec.task is Task.JPEG else None)
+
+
+def pick_by_level(items: Sequence, level: float | None, span_of=level_range):
+    """Of several models for one task (a task's defaults), the one for an image whose
+    noise sigma / JPEG quality is ``level``: the first whose range (``span_of(item)``: the
+    declared sigma_range / quality_range by default) holds it, else the one whose range is
+    nearest (a level beyond them all goes to the closest model), and the first when the
+    level is unknown (None)."""
+    if not items:
+        raise ValueError("no models to pick from")
+    if level is None or len(items) == 1:
+        return items[0]
+
+    def distance(item) -> float:
+        span = span_of(item)
+        if span is None:
+            return math.inf
+        return max(span[0] - level, 0.0, level - span[1])
+
+    return min(items, key=distance)  # min keeps the first of equals
 
 
 def _unknown(what: str, name: str, names: list[str], hint: str) -> str:
@@ -654,7 +694,7 @@ def parse_preset(name: str, data: Any, origin: str) -> Preset:
 @dataclass(frozen=True)
 class RegistryLayer:
     models: dict[str, ModelSpec]
-    defaults: dict[str, str | None]
+    defaults: dict[str, tuple[str, ...] | None]  # task key -> its default(s), None = none yet
     presets: dict[str, Preset]
 
 
@@ -679,13 +719,22 @@ def parse_registry(data: Mapping, origin: str, *, embedded_root: Path | None = N
     presets = {name: parse_preset(name, p, origin) for name, p in presets_raw.items()}
     defaults_raw = _Table(top.raw("defaults", required=False) or {}, f"{origin}: [defaults]")
     defaults_raw.finish(set(TASK_KEYS))
-    defaults = {}
+    defaults: dict[str, tuple[str, ...] | None] = {}
     for key in TASK_KEYS:
         if defaults_raw.has(key):
             v = defaults_raw.raw(key)
-            if not isinstance(v, str):
-                raise defaults_raw.err(key, f"{v!r} must be a model name or \"\" (none yet)")
-            defaults[key] = v or None
+            if isinstance(v, list) and key in ("denoise", "jpeg"):
+                if not v or not all(isinstance(n, str) and n for n in v):
+                    raise defaults_raw.err(key, f"{v!r} must be a non-empty list of model names")
+                if len(set(v)) != len(v):
+                    raise defaults_raw.err(key, f"{v!r} names a model twice")
+                defaults[key] = tuple(v)
+            elif isinstance(v, str):
+                defaults[key] = (v,) if v else None
+            else:
+                several = " or a list of names" if key in ("denoise", "jpeg") else ""
+                raise defaults_raw.err(key, f"{v!r} must be a model name{several} or \"\" "
+                                            "(none yet)")
     return RegistryLayer(models, defaults, presets)
 
 
@@ -694,7 +743,7 @@ def merge_layers(layers: list[tuple[str, RegistryLayer]],
     """Later layers win: entries and presets by name, defaults per task key (non-empty)."""
     models: dict[str, ModelSpec] = {}
     presets: dict[str, Preset] = {}
-    defaults: dict[str, str | None] = {k: None for k in TASK_KEYS}
+    defaults: dict[str, tuple[str, ...] | None] = {k: None for k in TASK_KEYS}
     where: dict[str, str] = {}
     for origin, layer in layers:
         models.update(layer.models)
@@ -703,18 +752,25 @@ def merge_layers(layers: list[tuple[str, RegistryLayer]],
             if v is not None or k not in where:
                 defaults[k] = v
                 where[k] = origin
-    for key, name in defaults.items():
-        if name is None:
-            continue
-        spec = models.get(name)
-        if spec is None:
-            raise ConfigError(f"{where[key]}: [defaults]: {key}: " + _unknown(
-                "model", name, list(models), "the default must name a registry entry"))
-        if spec.task_key != key:
-            raise ConfigError(f"{where[key]}: [defaults]: {key}: {name!r} is a "
-                              f"{spec.task_key} model")
-    return Registry(models=MappingProxyType(models), defaults=MappingProxyType(defaults),
-                    presets=MappingProxyType(presets), files=files)
+    for key, names in defaults.items():
+        for name in names or ():
+            spec = models.get(name)
+            if spec is None:
+                raise ConfigError(f"{where[key]}: [defaults]: {key}: " + _unknown(
+                    "model", name, list(models), "the default must name a registry entry"))
+            if spec.task_key != key:
+                raise ConfigError(f"{where[key]}: [defaults]: {key}: {name!r} is a "
+                                  f"{spec.task_key} model")
+            if len(names) > 1 and level_range(spec) is None:
+                what = "sigma_range" if key == "denoise" else "quality_range"
+                raise ConfigError(f"{where[key]}: [defaults]: {key}: {name!r} declares no "
+                                  f"{what}, which each of several defaults needs (it picks "
+                                  "the model per image)")
+    return Registry(models=MappingProxyType(models),
+                    defaults=MappingProxyType({k: v[0] if v else None
+                                               for k, v in defaults.items()}),
+                    presets=MappingProxyType(presets), files=files,
+                    default_sets=MappingProxyType({k: v or () for k, v in defaults.items()}))
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:

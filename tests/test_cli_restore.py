@@ -107,6 +107,58 @@ def test_jpeg_warns_when_the_quality_is_outside_the_models_range(tmp_path):
     assert (tmp_path / "fine_jpeg.png").is_file() and (tmp_path / "coarse_jpeg.png").is_file()
 
 
+def test_jpeg_picks_each_files_model_from_several_defaults(tmp_path):
+    """Where [defaults] lists several JPEG models, each file goes through the one whose
+    quality range holds its quality (read from the file): the same bytes as naming that
+    model; a file with no quality goes through the first; beyond every range, the nearest
+    and a warning."""
+    import hashlib
+
+    from restore.weights import FileSource, dump_registry, make_spec
+
+    config_dir, models_dir = tmp_path / "config", tmp_path / "m"
+    entries, paths = {}, {}
+    for seed, (name, span) in enumerate((("t.jpeg", (10, 50)), ("t.jpeg-hq", (51, 90)))):
+        torch.manual_seed(seed)
+        path = save_model(build("swinir", upscale=1, upsampler="", **TINY),
+                          models_dir / f"{name}.safetensors")
+        spec = make_spec(name, family="swinir", config=dict(TINY, upscale=1, upsampler=""),
+                         task="jpeg", source=FileSource(path), size=path.stat().st_size,
+                         sha256=hashlib.sha256(path.read_bytes()).hexdigest(), license="MIT",
+                         description="test", quality_range=span)
+        entries[name], paths[name] = spec.to_data(), path
+    config_dir.mkdir()
+    (config_dir / "registry.toml").write_text(dump_registry(
+        {"schema": 1, "defaults": {"jpeg": ["t.jpeg", "t.jpeg-hq"]}, "models": entries}))
+    env = {"RESTORE_CONFIG_DIR": str(config_dir), "RESTORE_DATA_DIR": str(tmp_path / "data")}
+    src = tmp_path / "in"
+    src.mkdir()
+    for q in (20, 80, 97):
+        Image.fromarray(_rgb(32, 40, q)).save(src / f"q{q}.jpg", quality=q)
+    Image.fromarray(_rgb(32, 40, 5)).save(src / "plain.png")
+    res = run("jpeg", src, "-o", tmp_path / "out", "--format", "png", "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    got = {Path(r["input"]).name: r["model"] for r in map(json.loads, res.stdout.splitlines())}
+    assert got == {"q20.jpg": "t.jpeg", "q80.jpg": "t.jpeg-hq", "q97.jpg": "t.jpeg-hq",
+                   "plain.png": "t.jpeg"}, res.stderr
+    assert "models t.jpeg (JPEG quality 10-50), t.jpeg-hq (JPEG quality 51-90)" in res.stderr
+    assert f"{src / 'q80.jpg'}: estimated JPEG quality 80: model t.jpeg-hq" in res.stderr
+    warnings = [ln for ln in res.stderr.splitlines() if "warning" in ln]
+    assert warnings == [f"{src / 'q97.jpg'}: warning: JPEG quality 97 is outside the range "
+                        "the model is for (51-90): the result may be worse than the input"]
+    for name, model in got.items():  # what naming the model gives, byte for byte
+        stem = Path(name).stem
+        one = run("jpeg", src / name, "-o", tmp_path / "one" / f"{stem}.png",
+                  "--model", paths[model], "-q", env=env)
+        assert one.returncode == 0, one.stderr
+        assert (tmp_path / "one" / f"{stem}.png").read_bytes() == \
+            (tmp_path / "out" / f"{stem}_jpeg.png").read_bytes(), name
+    # a quality given on the command line picks for every file
+    res = run("jpeg", src / "q20.jpg", "--quality", 85, "-o", tmp_path / "given.png", "--json",
+              env=env)
+    assert res.returncode == 0 and json.loads(res.stdout)["model"] == "t.jpeg-hq", res.stderr
+
+
 def test_16_bit_alpha_and_exif_orientation(models, tmp_path):
     import cv2
 

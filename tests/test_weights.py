@@ -230,6 +230,56 @@ def test_defaults_must_name_an_entry_of_that_task():
         assert needle in str(info.value)
 
 
+def _jpeg_doc(defaults, **ranges):
+    """Jpeg entries named by ``ranges`` (name -> quality_range or None) and [defaults]."""
+    base = copy.deepcopy(SHIPPED["models"]["swinir-iln-t.jpeg"])
+    base["source"] = copy.deepcopy(SHIPPED["models"]["swinir-m.sr-x4"]["source"])
+    models = {}
+    for name, span in ranges.items():
+        entry = copy.deepcopy(base)
+        entry.pop("quality_range")
+        if span is not None:
+            entry["quality_range"] = span
+        models[name] = entry
+    return {"schema": 1, "defaults": defaults, "models": models}
+
+
+def test_several_defaults_each_for_a_range_pick_by_level():
+    doc = _jpeg_doc({"jpeg": ["m.jpeg", "m.jpeg-hq"]}, **{"m.jpeg": [10, 70],
+                                                          "m.jpeg-hq": [60, 95]})
+    reg = merge_layers([("a.toml", parse_registry(doc, "a.toml"))])
+    both = reg.defaults_for("jpeg")
+    assert [s.name for s in both] == ["m.jpeg", "m.jpeg-hq"]
+    assert reg.default_for("jpeg").name == "m.jpeg"  # the first is the default's name
+    assert reg.defaults_of("m.jpeg-hq") == ["jpeg"] and reg.defaults_for("sr-x4") == []
+    pick = {q: weights.pick_by_level(both, q).name for q in (5, 10, 65, 70, 71, 95, 100, None)}
+    assert pick == {5: "m.jpeg", 10: "m.jpeg", 65: "m.jpeg", 70: "m.jpeg", 71: "m.jpeg-hq",
+                    95: "m.jpeg-hq", 100: "m.jpeg-hq", None: "m.jpeg"}
+    # the list survives being written out and read back (the user registry is rewritten)
+    again = _toml_loads(weights.dump_registry(doc))
+    assert again["defaults"] == {"jpeg": ["m.jpeg", "m.jpeg-hq"]}
+
+
+@pytest.mark.parametrize("defaults, needle", [
+    ({"jpeg": []}, "must be a non-empty list of model names"),
+    ({"jpeg": ["m.jpeg", "m.jpeg"]}, "names a model twice"),
+    ({"sr-x4": ["m.jpeg"]}, "must be a model name or \"\""),
+    ({"jpeg": 3}, "must be a model name or a list of names"),
+])
+def test_bad_lists_of_defaults(defaults, needle):
+    with pytest.raises(ConfigError) as info:
+        parse_registry(_jpeg_doc(defaults, **{"m.jpeg": [10, 70]}), "a.toml")
+    assert "a.toml: [defaults]" in str(info.value) and needle in str(info.value)
+
+
+def test_each_of_several_defaults_must_declare_its_range():
+    doc = _jpeg_doc({"jpeg": ["m.jpeg", "m.jpeg-hq"]}, **{"m.jpeg": [10, 70], "m.jpeg-hq": None})
+    with pytest.raises(ConfigError, match="'m.jpeg-hq' declares no quality_range"):
+        merge_layers([("a.toml", parse_registry(doc, "a.toml"))])
+    one = _jpeg_doc({"jpeg": "m.jpeg-hq"}, **{"m.jpeg-hq": None})  # alone it needs none
+    assert merge_layers([("a.toml", parse_registry(one, "a.toml"))]).defaults_for("jpeg")
+
+
 def test_entry_toml_round_trips():
     for spec in load_registry().models.values():
         again = parse_registry({"schema": 1, "models": _toml_loads(entry_toml(spec))["models"]},

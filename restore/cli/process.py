@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
@@ -122,38 +123,38 @@ class LoadedModel:
     in_chans: int
     size_multiple: int
     fp16_safe: bool
-    sigma_range: tuple | None = None
-    quality_range: tuple | None = None
+    span: tuple | None = None  # the noise sigmas / JPEG qualities it declares it is for
 
 
-def _load_model(task, scale: int, model: str | None, offline: bool) -> LoadedModel:
-    """The model for the task: a file path, a registry name, or the task's default."""
+def _load_models(task, scale: int, model: str | None, offline: bool) -> list[LoadedModel]:
+    """The model(s) for the task: a file path, a registry name, or the task's default(s)
+    (several where the registry lists one per range of noise level or JPEG quality)."""
     from ..checkpoint import load_model
     from ..errors import UsageError
 
     key = f"sr-x{scale}" if task.value == "sr" else task.value
     path = Path(model) if model else None
     if path is not None and (path.suffix in (".safetensors", ".pth", ".pt") or path.exists()):
-        module = load_model(path)
-        name, fp16_safe, sig, qual = str(path), False, None, None
+        loaded = [(str(path), load_model(path), False, None)]
     else:
         from .. import weights
 
         reg = weights.load_registry()
-        spec = reg.get(model) if model else reg.require_default(key)
-        module = weights.load_registry_model(spec, offline=offline)
-        name, fp16_safe = spec.name, bool(spec.fp16_safe)
-        sig = getattr(spec, "sigma_range", None)
-        qual = getattr(spec, "quality_range", None)
-    cfg = module.config
-    if task.value == "sr" and module.scale != scale:
-        raise UsageError(f"model {name} is x{module.scale}, not x{scale}")
-    if task.value != "sr" and module.scale != 1:
-        raise UsageError(f"model {name} is a x{module.scale} super-resolution model, "
-                         f"not a {task.value} model")
-    return LoadedModel(name=name, module=module, scale=module.scale, in_chans=cfg.in_chans,
-                       size_multiple=module.size_multiple, fp16_safe=fp16_safe,
-                       sigma_range=sig, quality_range=qual)
+        specs = [reg.get(model)] if model else reg.defaults_for(key) or [reg.require_default(key)]
+        loaded = [(spec.name, weights.load_registry_model(spec, offline=offline),
+                   bool(spec.fp16_safe), weights.level_range(spec)) for spec in specs]
+    out = []
+    for name, module, fp16_safe, span in loaded:
+        if task.value == "sr" and module.scale != scale:
+            raise UsageError(f"model {name} is x{module.scale}, not x{scale}")
+        if task.value != "sr" and module.scale != 1:
+            raise UsageError(f"model {name} is a x{module.scale} super-resolution model, "
+                             f"not a {task.value} model")
+        out.append(LoadedModel(name=name, module=module, scale=module.scale,
+                               in_chans=module.config.in_chans,
+                               size_multiple=module.size_multiple, fp16_safe=fp16_safe,
+                               span=span))
+    return out
 
 
 def _cpu_bytes_per_pixel(lm: LoadedModel) -> float:
@@ -172,8 +173,61 @@ def _dist_rank() -> tuple[int, int, int]:
     return rank, world, local
 
 
+@dataclass(frozen=True)
+class Level:
+    """An image's degradation level for denoise (noise sigma) and jpeg (quality): given on
+    the command line or measured from the file. It is recorded in the output's JSON, checked
+    against the model's declared range, and picks the model where the task has several.
+
+    measure: ImageData -> (value or None when unknown, "given"/"estimated"/"unknown", the
+    note to print or None); it prints nothing itself (it runs before the model)."""
+
+    key: str  # the JSON key: "sigma", "jpeg_quality"
+    name: str  # in messages: "sigma", "JPEG quality"
+    fmt: str  # of a value in messages: ".1f", "d"
+    measure: Callable[[object], tuple]
+    verb: str  # "the range the model ... (lo-hi)"
+    tail: str = ""  # after that warning
+
+    def label(self, value) -> str:
+        return f"{self.name} {value:{self.fmt}}"
+
+
+def _level_hooks(level: Level, common: Common, models: list[LoadedModel]):
+    """(choose, before) for restore_files: the model for each image (by its level, where
+    there are several), and the per-image note, warning and recorded info."""
+    from ..weights import pick_by_level
+
+    last: list = [None, None]  # the last image and its measure: measured once, used twice
+
+    def measured(img) -> tuple:
+        if last[0] is not img:
+            last[:] = [img, level.measure(img)]
+        return last[1]
+
+    def pick(img) -> LoadedModel:
+        return pick_by_level(models, measured(img)[0], span_of=lambda m: m.span)
+
+    def before(img) -> dict:
+        value, how, note = measured(img)
+        lm = pick(img)
+        info = {level.key: value if value is None or isinstance(value, int) else round(value, 2),
+                f"{level.key}_source": how}
+        if len(models) > 1:
+            info["model"] = lm.name
+            note = (note or f"{img.path}: {level.label(value)}") + f": model {lm.name}"
+        if note:
+            _say(common, note)
+        if value is not None:
+            _warn_outside(common, img, level.label(value), value, lm.span, level.verb,
+                          level.tail)
+        return info
+
+    return pick, before
+
+
 def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
-                before=None) -> None:
+                level: Level | None = None) -> None:
     """Everything the three commands share: plan, load, restore, report, exit code."""
     import torch
     from tqdm import tqdm
@@ -227,25 +281,39 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
         torch.cuda.set_device(device)
     if device.type == "cpu" and world > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    lm = _load_model(task, scale, common.model, common.offline)
-    precision, warning = resolve_precision(requested_precision, device, lm.fp16_safe)
+    models = _load_models(task, scale, common.model, common.offline)
+    precision, warning = resolve_precision(requested_precision, device,
+                                           all(m.fp16_safe for m in models))
     if warning:
         _say(common, f"restore: warning: {warning}")
-    lm.module.to(device)
+    for m in models:
+        m.module.to(device)
 
     def tile_bar(total: int):
         # total 0: exact tiling runs many passes over the tiles; the count is not known
         return tqdm(total=total or None, desc="tiles", unit="tile", leave=False,
                     disable=True if common.quiet else None, file=sys.stderr)
 
-    restorer = Restorer(lm.module, scale=lm.scale, size_multiple=lm.size_multiple,
-                        device=device, precision=precision, tile=tile,
-                        overlap=common.tile_overlap, batch=common.batch, tta=common.tta,
-                        tile_mode=tile_mode, progress=tile_bar,
-                        bytes_per_pixel=_cpu_bytes_per_pixel(lm) if device.type != "cuda" else None)
+    restorers = {
+        m.name: Restorer(m.module, scale=m.scale, size_multiple=m.size_multiple,
+                         device=device, precision=precision, tile=tile,
+                         overlap=common.tile_overlap, batch=common.batch, tta=common.tta,
+                         tile_mode=tile_mode, progress=tile_bar,
+                         bytes_per_pixel=_cpu_bytes_per_pixel(m) if device.type != "cuda" else None)
+        for m in models}
     opts = ImageOptions(task=task, output_quality=common.output_quality, outscale=common.outscale)
-    _say(common, f"restore {task.value}: {len(jobs)} image(s), model {lm.name}, "
-                 f"{device}, {precision.value}")
+    lm = models[0]
+    choose = before = None
+    if level is not None:
+        pick, before = _level_hooks(level, common, models)
+        if len(models) > 1:
+            def choose(img):
+                m = pick(img)
+                return restorers[m.name], m.in_chans
+    names = ", ".join(m.name + (f" ({level.name} {m.span[0]}-{m.span[1]})"
+                                if len(models) > 1 and m.span else "") for m in models)
+    _say(common, f"restore {task.value}: {len(jobs)} image(s), model{'s' * (len(models) > 1)} "
+                 f"{names}, {device}, {precision.value}")
 
     def on_error(job, exc: Exception) -> Result:
         if isinstance(exc, RestoreError):
@@ -263,10 +331,9 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
     # on a GPU the next images are read and the last one written while the model runs
     # (on a CPU they would take cores from the model: measured no gain, benchmarks/folder.py);
     # results and messages come in the order of the inputs either way
-    results = restore_files(jobs, restorer, lm.in_chans, lm.scale, opts, existing,
-                            before=(lambda img: before(img, common, lm)) if before else None,
-                            on_error=on_error, fail_fast=common.fail_fast,
-                            overlap=device.type != "cpu")
+    results = restore_files(jobs, restorers[lm.name], lm.in_chans, lm.scale, opts, existing,
+                            before=before, choose=choose, on_error=on_error,
+                            fail_fast=common.fail_fast, overlap=device.type != "cpu")
     with contextlib.closing(results):
         for res in results:
             job = res.job
@@ -287,7 +354,7 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
                 continue
             if common.json:
                 print(json.dumps({"input": str(job.source), "output": str(job.target),
-                                  "status": "ok", "task": task.value, "model": lm.name,
+                                  "status": "ok", "task": task.value, "model": lm.name,  # info's wins (several)
                                   "device": str(device), "precision": precision.value,
                                   "seconds": round(res.seconds, 3), **res.info}), flush=True)
             else:
@@ -337,44 +404,36 @@ def _warn_outside(common: Common, img, what: str, value: float, span: tuple | No
                      f"({span[0]}-{span[1]}){tail}")
 
 
-def _sigma_note(sigma: float | None):
-    def before(img, common: Common, lm: LoadedModel) -> dict:
+def _sigma_level(sigma: float | None) -> Level:
+    def measure(img) -> tuple:
         from ..errors import UsageError
         from ..estimate import estimate_noise_sigma
 
         if sigma is not None:
-            value, how = float(sigma), "given"
-        else:
-            try:
-                value, how = float(estimate_noise_sigma(img.pixels)), "estimated"
-            except UsageError as exc:  # too small to estimate: the blind model still runs
-                _say(common, f"{img.path}: noise level not estimated ({exc})")
-                return {"sigma": None, "sigma_source": "unknown"}
-            _say(common, f"{img.path}: estimated noise sigma {value:.1f}")
-        _warn_outside(common, img, f"sigma {value:.1f}", value, lm.sigma_range,
-                      "was trained for")
-        return {"sigma": round(value, 2), "sigma_source": how}
-    return before
+            return float(sigma), "given", None
+        try:
+            value = float(estimate_noise_sigma(img.pixels))
+        except UsageError as exc:  # too small to estimate: the blind model still runs
+            return None, "unknown", f"{img.path}: noise level not estimated ({exc})"
+        return value, "estimated", f"{img.path}: estimated noise sigma {value:.1f}"
+
+    return Level("sigma", "sigma", ".1f", measure, "was trained for")
 
 
-def _quality_note(quality: int | None):
-    def before(img, common: Common, lm: LoadedModel) -> dict:
+def _quality_level(quality: int | None) -> Level:
+    def measure(img) -> tuple:
         from ..estimate import estimate_jpeg_quality
 
         if quality is not None:
-            q, how = quality, "given"
-        else:
-            q = estimate_jpeg_quality(img.jpeg_qtables) if img.jpeg_qtables else None
-            if q is None:
-                _say(common, f"{img.path}: not a JPEG file, quality unknown (the model is "
-                             "blind to it: restoring anyway)")
-                return {"jpeg_quality": None, "jpeg_quality_source": "unknown"}
-            how = "estimated"
-            _say(common, f"{img.path}: estimated JPEG quality {q}")
-        _warn_outside(common, img, f"JPEG quality {q}", q, lm.quality_range, "is for",
-                      ": the result may be worse than the input")
-        return {"jpeg_quality": q, "jpeg_quality_source": how}
-    return before
+            return quality, "given", None
+        q = estimate_jpeg_quality(img.jpeg_qtables) if img.jpeg_qtables else None
+        if q is None:
+            return None, "unknown", (f"{img.path}: not a JPEG file, quality unknown (the "
+                                     "model is blind to it: restoring anyway)")
+        return q, "estimated", f"{img.path}: estimated JPEG quality {q}"
+
+    return Level("jpeg_quality", "JPEG quality", "d", measure, "is for",
+                 ": the result may be worse than the input")
 
 
 @app.command("denoise", no_args_is_help=True)
@@ -382,8 +441,9 @@ def denoise_cmd(
     inputs: Inputs,
     sigma: Annotated[Optional[float], typer.Option(
         min=0, max=255,
-        help="Noise level on the 0..255 scale (default: estimated per image). Recorded and "
-             "checked against the model's range; the models are blind to it.")] = None,
+        help="Noise level on the 0..255 scale (default: estimated per image). Recorded, "
+             "checked against the model's range, and, where the default is several models "
+             "(one per range), picks the model; the models are blind to it.")] = None,
     output: Output = None, suffix: Suffix = None, fmt: Format = "same",
     output_quality: OutQuality = 95, recursive: Recursive = True,
     skip_existing: SkipExisting = False, overwrite: Overwrite = False, fail_fast: FailFast = False,
@@ -395,7 +455,7 @@ def denoise_cmd(
 ) -> None:
     """Remove Gaussian noise (sigma on the 0..255 scale, estimated when not given)."""
     common = _common(locals())
-    run_command("denoise", 1, common, "_denoise", before=_sigma_note(sigma))
+    run_command("denoise", 1, common, "_denoise", level=_sigma_level(sigma))
 
 
 @app.command("jpeg", no_args_is_help=True)
@@ -404,9 +464,9 @@ def jpeg_cmd(
     quality: Annotated[Optional[int], typer.Option(
         "--quality", min=1, max=100,
         help="JPEG quality the inputs were saved with (default: read from each JPEG's "
-             "quantization tables); recorded and checked against the model's range (a warning "
-             "outside it); the models are blind to it. The output's own quality is "
-             "--output-quality.")] = None,
+             "quantization tables). It picks the model of the default ones (one per range "
+             "of quality) and is checked against its range (a warning outside it). The "
+             "output's own quality is --output-quality.")] = None,
     output: Output = None, suffix: Suffix = None, fmt: Format = "same",
     output_quality: OutQuality = 95, recursive: Recursive = True,
     skip_existing: SkipExisting = False, overwrite: Overwrite = False, fail_fast: FailFast = False,
@@ -418,4 +478,4 @@ def jpeg_cmd(
 ) -> None:
     """Remove JPEG compression artifacts."""
     common = _common(locals())
-    run_command("jpeg", 1, common, "_jpeg", before=_quality_note(quality))
+    run_command("jpeg", 1, common, "_jpeg", level=_quality_level(quality))
