@@ -370,9 +370,9 @@ def restore_file(job: Job, restore_fn: Callable, model_channels: int, scale: int
         return Result(job, "failed", str(exc))
     t0 = time.perf_counter()
     info = dict(before(loaded.img) or {}) if before else {}
-    before_s = time.perf_counter() - t0
     if choose is not None:
         restore_fn, model_channels = choose(loaded.img)
+    before_s = time.perf_counter() - t0  # choose's estimates count with before's
     restored = _run_model(loaded, restore_fn, model_channels)
     try:
         saved = _save(job, loaded.img, restored, opts)
@@ -489,6 +489,7 @@ def _restore_overlapped(jobs, restore_fn, model_channels, opts, existing, before
             if nxt is not None:
                 ahead.append((nxt, reader.submit(_read_ahead, nxt, existing, io_lock)))
             early = err = loaded = restored = None
+            choose_s = 0.0
             try:
                 got = reading.result()
             except Exception as exc:  # noqa: BLE001
@@ -497,8 +498,11 @@ def _restore_overlapped(jobs, restore_fn, model_channels, opts, existing, before
                 early, loaded = (got, None) if isinstance(got, Result) else (None, got)
             if loaded is not None:
                 try:
-                    fn, channels = (choose(loaded.img) if choose is not None
-                                    else (restore_fn, model_channels))
+                    fn, channels = restore_fn, model_channels
+                    if choose is not None:
+                        t0 = time.perf_counter()
+                        fn, channels = choose(loaded.img)
+                        choose_s = time.perf_counter() - t0  # counted with before's time
                     restored = _run_model(loaded, fn, channels)
                 except Exception as exc:  # noqa: BLE001
                     err = exc
@@ -507,14 +511,14 @@ def _restore_overlapped(jobs, restore_fn, model_channels, opts, existing, before
                 yield res
                 if fail_fast and res.status == "failed":
                     return
-            info, before_s = {}, 0.0
+            info, before_s = {}, choose_s
             if loaded is not None and before is not None:
                 t0 = time.perf_counter()
                 try:
                     info = dict(before(loaded.img) or {})
                 except Exception as exc:  # noqa: BLE001 (as when it runs first: its error wins)
                     err = exc
-                before_s = time.perf_counter() - t0
+                before_s += time.perf_counter() - t0
             if early is None and err is None:
                 saving = writer.submit(_save, job, loaded.img, restored, opts, io_lock)
                 writing = (job, saving, loaded, restored, info, before_s)

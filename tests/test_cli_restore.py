@@ -107,30 +107,37 @@ def test_jpeg_warns_when_the_quality_is_outside_the_models_range(tmp_path):
     assert (tmp_path / "fine_jpeg.png").is_file() and (tmp_path / "coarse_jpeg.png").is_file()
 
 
+def _two_defaults(tmp_path, task, spans):
+    """A user registry whose [defaults] lists two tiny models of ``task`` (t.TASK for
+    spans[0], t.TASK-hi for spans[1]); (env for run, name -> weights file)."""
+    import hashlib
+
+    from restore.weights import FileSource, dump_registry, make_spec
+
+    config_dir, entries, paths = tmp_path / "config", {}, {}
+    for seed, (name, span) in enumerate(((f"t.{task}", spans[0]), (f"t.{task}-hi", spans[1]))):
+        torch.manual_seed(seed)
+        path = save_model(build("swinir", upscale=1, upsampler="", **TINY),
+                          tmp_path / "m" / f"{name}.safetensors")
+        level = {"quality_range" if task == "jpeg" else "sigma_range": span}
+        spec = make_spec(name, family="swinir", config=dict(TINY, upscale=1, upsampler=""),
+                         task=task, source=FileSource(path), size=path.stat().st_size,
+                         sha256=hashlib.sha256(path.read_bytes()).hexdigest(), license="MIT",
+                         description="test", **level)
+        entries[name], paths[name] = spec.to_data(), path
+    config_dir.mkdir()
+    (config_dir / "registry.toml").write_text(dump_registry(
+        {"schema": 1, "defaults": {task: list(entries)}, "models": entries}))
+    return {"RESTORE_CONFIG_DIR": str(config_dir),
+            "RESTORE_DATA_DIR": str(tmp_path / "data")}, paths
+
+
 def test_jpeg_picks_each_files_model_from_several_defaults(tmp_path):
     """Where [defaults] lists several JPEG models, each file goes through the one whose
     quality range holds its quality (read from the file): the same bytes as naming that
     model; a file with no quality goes through the first; beyond every range, the nearest
     and a warning."""
-    import hashlib
-
-    from restore.weights import FileSource, dump_registry, make_spec
-
-    config_dir, models_dir = tmp_path / "config", tmp_path / "m"
-    entries, paths = {}, {}
-    for seed, (name, span) in enumerate((("t.jpeg", (10, 50)), ("t.jpeg-hq", (51, 90)))):
-        torch.manual_seed(seed)
-        path = save_model(build("swinir", upscale=1, upsampler="", **TINY),
-                          models_dir / f"{name}.safetensors")
-        spec = make_spec(name, family="swinir", config=dict(TINY, upscale=1, upsampler=""),
-                         task="jpeg", source=FileSource(path), size=path.stat().st_size,
-                         sha256=hashlib.sha256(path.read_bytes()).hexdigest(), license="MIT",
-                         description="test", quality_range=span)
-        entries[name], paths[name] = spec.to_data(), path
-    config_dir.mkdir()
-    (config_dir / "registry.toml").write_text(dump_registry(
-        {"schema": 1, "defaults": {"jpeg": ["t.jpeg", "t.jpeg-hq"]}, "models": entries}))
-    env = {"RESTORE_CONFIG_DIR": str(config_dir), "RESTORE_DATA_DIR": str(tmp_path / "data")}
+    env, paths = _two_defaults(tmp_path, "jpeg", [(10, 50), (51, 90)])
     src = tmp_path / "in"
     src.mkdir()
     for q in (20, 80, 97):
@@ -139,10 +146,10 @@ def test_jpeg_picks_each_files_model_from_several_defaults(tmp_path):
     res = run("jpeg", src, "-o", tmp_path / "out", "--format", "png", "--json", env=env)
     assert res.returncode == 0, res.stderr
     got = {Path(r["input"]).name: r["model"] for r in map(json.loads, res.stdout.splitlines())}
-    assert got == {"q20.jpg": "t.jpeg", "q80.jpg": "t.jpeg-hq", "q97.jpg": "t.jpeg-hq",
+    assert got == {"q20.jpg": "t.jpeg", "q80.jpg": "t.jpeg-hi", "q97.jpg": "t.jpeg-hi",
                    "plain.png": "t.jpeg"}, res.stderr
-    assert "models t.jpeg (JPEG quality 10-50), t.jpeg-hq (JPEG quality 51-90)" in res.stderr
-    assert f"{src / 'q80.jpg'}: estimated JPEG quality 80: model t.jpeg-hq" in res.stderr
+    assert "models t.jpeg (JPEG quality 10-50), t.jpeg-hi (JPEG quality 51-90)" in res.stderr
+    assert f"{src / 'q80.jpg'}: estimated JPEG quality 80: model t.jpeg-hi" in res.stderr
     warnings = [ln for ln in res.stderr.splitlines() if "warning" in ln]
     assert warnings == [f"{src / 'q97.jpg'}: warning: JPEG quality 97 is outside the range "
                         "the model is for (51-90): the result may be worse than the input"]
@@ -156,7 +163,23 @@ def test_jpeg_picks_each_files_model_from_several_defaults(tmp_path):
     # a quality given on the command line picks for every file
     res = run("jpeg", src / "q20.jpg", "--quality", 85, "-o", tmp_path / "given.png", "--json",
               env=env)
-    assert res.returncode == 0 and json.loads(res.stdout)["model"] == "t.jpeg-hq", res.stderr
+    assert res.returncode == 0 and json.loads(res.stdout)["model"] == "t.jpeg-hi", res.stderr
+
+
+def test_denoise_with_a_given_sigma_loads_only_its_model(tmp_path):
+    """With several denoise defaults, --sigma picks one model for every file before any is
+    loaded (the other's file may as well be missing)."""
+    env, paths = _two_defaults(tmp_path, "denoise", [(0, 20), (20.5, 50)])
+    Image.fromarray(_rgb(32, 32)).save(tmp_path / "a.png")
+    paths["t.denoise"].unlink()  # only t.denoise-hi may be loaded for sigma 30
+    res = run("denoise", "--sigma", 30, tmp_path / "a.png", "-o", tmp_path / "b.png", "--json",
+              env=env)
+    assert res.returncode == 0, res.stderr
+    assert "model t.denoise-hi, cpu" in res.stderr and "t.denoise," not in res.stderr
+    assert json.loads(res.stdout)["model"] == "t.denoise-hi"
+    res = run("denoise", "--sigma", 10, tmp_path / "a.png", "-o", tmp_path / "c.png", env=env)
+    assert res.returncode == 1 and "t.denoise" in res.stderr  # its file is gone: it was needed
+    assert "Traceback" not in res.stderr
 
 
 def test_16_bit_alpha_and_exif_orientation(models, tmp_path):

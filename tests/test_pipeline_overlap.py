@@ -234,3 +234,43 @@ def test_errors_of_before_and_of_the_model_are_the_same_as_one_by_one(folder, tm
     assert seen[False] == seen[True]
     assert ("a2.png", "failed", "UsageError: no estimate for this one") in seen[True]
     assert ("b_gray.png", "failed", "RuntimeError: a bug in the model") in seen[True]
+
+
+def test_choose_sends_each_image_through_its_model_with_and_without_overlap(folder, tmp_path,
+                                                                             restorer):
+    """``choose`` (several models, one per image) gives the same files either way, each the
+    bytes its model gives alone; it runs once per image; its error fails that image only."""
+    from restore.errors import UsageError
+
+    torch.manual_seed(1)
+    other_model = build("swinir", upscale=2, upsampler="pixelshuffledirect", **TINY).eval()
+    other = Restorer(other_model, scale=2, size_multiple=other_model.size_multiple,
+                     device=torch.device("cpu"), precision=Precision.FP32, tile=0)
+    seen = {}
+    for overlap in (False, True):
+        calls: list = []
+
+        def choose(img):
+            calls.append(img.path.name)
+            if img.path.name == "c_alpha.png":
+                raise UsageError("cannot pick a model for this one")
+            return (other, 3) if img.path.name.startswith("a") else (restorer, 3)
+
+        out = tmp_path / f"out-{overlap}"
+        results = list(restore_files(_jobs(folder, out), restorer, 3, 2, OPTS, Existing.REFUSE,
+                                     choose=choose, overlap=overlap))
+        seen[overlap] = (_files(out), [(r.job.source.name, r.status, r.reason) for r in results])
+        assert sorted(calls) == sorted(r.job.source.name for r in results)  # once each
+        assert _no_worker_threads()
+    assert seen[False] == seen[True]
+    files, statuses = seen[True]
+    assert ("c_alpha.png", "failed", "cannot pick a model for this one") in statuses
+    assert sum(s == "ok" for _, s, _ in statuses) == 7 and "c_alpha_x2.png" not in files
+    alone = {}
+    for tag, model in (("other", other), ("first", restorer)):  # as if each ran alone
+        job = [j for j in _jobs(folder, tmp_path / tag) if j.source.stem in ("a0", "b_gray")]
+        assert [r.status for r in restore_files(job, model, 3, 2, OPTS, Existing.REFUSE,
+                                                overlap=False)] == ["ok", "ok"]
+        alone[tag] = _files(tmp_path / tag)
+    assert files["a0_x2.png"] == alone["other"]["a0_x2.png"] != alone["first"]["a0_x2.png"]
+    assert files["b_gray_x2.png"] == alone["first"]["b_gray_x2.png"]

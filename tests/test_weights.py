@@ -255,9 +255,28 @@ def test_several_defaults_each_for_a_range_pick_by_level():
     pick = {q: weights.pick_by_level(both, q).name for q in (5, 10, 65, 70, 71, 95, 100, None)}
     assert pick == {5: "m.jpeg", 10: "m.jpeg", 65: "m.jpeg", 70: "m.jpeg", 71: "m.jpeg-hq",
                     95: "m.jpeg-hq", 100: "m.jpeg-hq", None: "m.jpeg"}
-    # the list survives being written out and read back (the user registry is rewritten)
-    again = _toml_loads(weights.dump_registry(doc))
-    assert again["defaults"] == {"jpeg": ["m.jpeg", "m.jpeg-hq"]}
+
+
+def test_a_list_of_defaults_in_the_user_registry_survives_an_import(tmp_path):
+    """restore models import rewrites the user registry: a list in its [defaults] stays."""
+    entries = {}
+    for name, span in (("u.jpeg", [10, 50]), ("u.jpeg-hi", [51, 90]), ("u.jpeg-x", None)):
+        path = save_model(build("swinir", **dict(TINY, upscale=1, upsampler="")),
+                          tmp_path / f"{name}.safetensors")
+        entries[name] = make_spec(
+            name, family="swinir", config=dict(TINY, upscale=1, upsampler=""), task="jpeg",
+            source=FileSource(path), sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+            size=path.stat().st_size, license="MIT", description="d", quality_range=span)
+    user = weights.user_registry_path()
+    user.parent.mkdir(parents=True)
+    user.write_text(weights.dump_registry({
+        "schema": 1, "defaults": {"jpeg": ["u.jpeg", "u.jpeg-hi"]},
+        "models": {n: entries[n].to_data() for n in ("u.jpeg", "u.jpeg-hi")}}))
+    assert [s.name for s in load_registry().defaults_for("jpeg")] == ["u.jpeg", "u.jpeg-hi"]
+    weights.add_user_entry(entries["u.jpeg-x"])
+    reg = load_registry()
+    assert [s.name for s in reg.defaults_for("jpeg")] == ["u.jpeg", "u.jpeg-hi"]
+    assert "u.jpeg-x" in reg.models and reg.defaults_of("u.jpeg-x") == []
 
 
 @pytest.mark.parametrize("defaults, needle", [

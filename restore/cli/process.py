@@ -126,9 +126,11 @@ class LoadedModel:
     span: tuple | None = None  # the noise sigmas / JPEG qualities it declares it is for
 
 
-def _load_models(task, scale: int, model: str | None, offline: bool) -> list[LoadedModel]:
+def _load_models(task, scale: int, model: str | None, offline: bool,
+                 level: float | None = None) -> list[LoadedModel]:
     """The model(s) for the task: a file path, a registry name, or the task's default(s)
-    (several where the registry lists one per range of noise level or JPEG quality)."""
+    (several where the registry lists one per range of noise level or JPEG quality; only
+    the one for ``level`` when the level is given on the command line)."""
     from ..checkpoint import load_model
     from ..errors import UsageError
 
@@ -141,6 +143,8 @@ def _load_models(task, scale: int, model: str | None, offline: bool) -> list[Loa
 
         reg = weights.load_registry()
         specs = [reg.get(model)] if model else reg.defaults_for(key) or [reg.require_default(key)]
+        if level is not None:
+            specs = [weights.pick_by_level(specs, level)]
         loaded = [(spec.name, weights.load_registry_model(spec, offline=offline),
                    bool(spec.fp16_safe), weights.level_range(spec)) for spec in specs]
     out = []
@@ -182,6 +186,7 @@ class Level:
     measure: ImageData -> (value or None when unknown, "given"/"estimated"/"unknown", the
     note to print or None); it prints nothing itself (it runs before the model)."""
 
+    given: float | None  # on the command line (then it is every file's level)
     key: str  # the JSON key: "sigma", "jpeg_quality"
     name: str  # in messages: "sigma", "JPEG quality"
     fmt: str  # of a value in messages: ".1f", "d"
@@ -194,15 +199,19 @@ class Level:
 
 
 def _level_hooks(level: Level, common: Common, models: list[LoadedModel]):
-    """(choose, before) for restore_files: the model for each image (by its level, where
-    there are several), and the per-image note, warning and recorded info."""
+    """(pick, before): the model for each image (by its level, where there are several),
+    and restore_files' ``before``: the per-image note, warning and recorded info."""
+    import weakref
+
     from ..weights import pick_by_level
 
-    last: list = [None, None]  # the last image and its measure: measured once, used twice
+    # the last image (weakly: it is not kept alive for this) and its measure: measured
+    # once, used by pick and by before (which come in either order)
+    last: list = [lambda: None, None]
 
     def measured(img) -> tuple:
-        if last[0] is not img:
-            last[:] = [img, level.measure(img)]
+        if last[0]() is not img:
+            last[:] = [weakref.ref(img), level.measure(img)]
         return last[1]
 
     def pick(img) -> LoadedModel:
@@ -281,7 +290,8 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
         torch.cuda.set_device(device)
     if device.type == "cpu" and world > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    models = _load_models(task, scale, common.model, common.offline)
+    models = _load_models(task, scale, common.model, common.offline,
+                          level.given if level is not None else None)
     precision, warning = resolve_precision(requested_precision, device,
                                            all(m.fp16_safe for m in models))
     if warning:
@@ -310,7 +320,7 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
             def choose(img):
                 m = pick(img)
                 return restorers[m.name], m.in_chans
-    names = ", ".join(m.name + (f" ({level.name} {m.span[0]}-{m.span[1]})"
+    names = ", ".join(m.name + (f" ({level.name} {_span(m.span)})"
                                 if len(models) > 1 and m.span else "") for m in models)
     _say(common, f"restore {task.value}: {len(jobs)} image(s), model{'s' * (len(models) > 1)} "
                  f"{names}, {device}, {precision.value}")
@@ -396,12 +406,16 @@ def sr_cmd(
     run_command("sr", int(s), common, f"_x{s}")
 
 
+def _span(span: tuple) -> str:
+    return f"{span[0]:g}-{span[1]:g}"
+
+
 def _warn_outside(common: Common, img, what: str, value: float, span: tuple | None,
                   verb: str, tail: str = "") -> None:
     """Warn (per file) when a degradation level is outside the range a model declares."""
     if span and not (span[0] <= value <= span[1]):
         _say(common, f"{img.path}: warning: {what} is outside the range the model {verb} "
-                     f"({span[0]}-{span[1]}){tail}")
+                     f"({_span(span)}){tail}")
 
 
 def _sigma_level(sigma: float | None) -> Level:
@@ -417,7 +431,7 @@ def _sigma_level(sigma: float | None) -> Level:
             return None, "unknown", f"{img.path}: noise level not estimated ({exc})"
         return value, "estimated", f"{img.path}: estimated noise sigma {value:.1f}"
 
-    return Level("sigma", "sigma", ".1f", measure, "was trained for")
+    return Level(sigma, "sigma", "sigma", ".1f", measure, "was trained for")
 
 
 def _quality_level(quality: int | None) -> Level:
@@ -432,7 +446,7 @@ def _quality_level(quality: int | None) -> Level:
                                      "model is blind to it: restoring anyway)")
         return q, "estimated", f"{img.path}: estimated JPEG quality {q}"
 
-    return Level("jpeg_quality", "JPEG quality", "d", measure, "is for",
+    return Level(quality, "jpeg_quality", "JPEG quality", "d", measure, "is for",
                  ": the result may be worse than the input")
 
 
