@@ -1031,7 +1031,11 @@ def add_user_entry(spec: ModelSpec, *, replace: bool = False) -> Path:
     models[spec.name] = spec.to_data()
     data = {**data, "schema": SCHEMA, "models": models}
     text = dump_registry(data, USER_REGISTRY_HEADER)
-    parse_registry(_toml_loads(text), str(path), data_dir=user_data_dir(), strict=False)
+    layer = parse_registry(_toml_loads(text), str(path), data_dir=user_data_dir(), strict=False)
+    # and merged over the shipped registry (a replaced entry must still suit the defaults
+    # that name it: several defaults each need their range)
+    base = base_registry_path()
+    merge_layers([(str(base), parse_registry(_read_toml(base), str(base))), (str(path), layer)])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")

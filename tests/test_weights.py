@@ -5,6 +5,7 @@ embedded weights are verified, and official checkpoints are imported safely."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -277,6 +278,12 @@ def test_a_list_of_defaults_in_the_user_registry_survives_an_import(tmp_path):
     reg = load_registry()
     assert [s.name for s in reg.defaults_for("jpeg")] == ["u.jpeg", "u.jpeg-hi"]
     assert "u.jpeg-x" in reg.models and reg.defaults_of("u.jpeg-x") == []
+    # replacing one of the defaults with an entry that declares no range is refused
+    before = user.read_bytes()
+    bad = dataclasses.replace(entries["u.jpeg-x"], name="u.jpeg-hi")
+    with pytest.raises(ConfigError, match="'u.jpeg-hi' declares no quality_range"):
+        weights.add_user_entry(bad, replace=True)
+    assert user.read_bytes() == before
 
 
 @pytest.mark.parametrize("defaults, needle", [
