@@ -150,6 +150,8 @@ def test_jpeg_picks_each_files_model_from_several_defaults(tmp_path):
                    "plain.png": "t.jpeg"}, res.stderr
     assert "models t.jpeg (JPEG quality 10-50), t.jpeg-hi (JPEG quality 51-90)" in res.stderr
     assert f"{src / 'q80.jpg'}: estimated JPEG quality 80: model t.jpeg-hi" in res.stderr
+    assert (f"{src / 'plain.png'}: not a JPEG file, quality unknown: model t.jpeg (the first; "
+            "--quality picks another)") in res.stderr
     warnings = [ln for ln in res.stderr.splitlines() if "warning" in ln]
     assert warnings == [f"{src / 'q97.jpg'}: warning: JPEG quality 97 is outside the range "
                         "the model is for (51-90): the result may be worse than the input"]

@@ -188,6 +188,7 @@ class Level:
 
     given: float | None  # on the command line (then it is every file's level)
     key: str  # the JSON key: "sigma", "jpeg_quality"
+    option: str  # the command-line option: "sigma", "quality"
     name: str  # in messages: "sigma", "JPEG quality"
     fmt: str  # of a value in messages: ".1f", "d"
     measure: Callable[[object], tuple]
@@ -225,6 +226,8 @@ def _level_hooks(level: Level, common: Common, models: list[LoadedModel]):
         if len(models) > 1:
             info["model"] = lm.name
             note = (note or f"{img.path}: {level.label(value)}") + f": model {lm.name}"
+            if value is None:
+                note += f" (the first; --{level.option} picks another)"
         if note:
             _say(common, note)
         if value is not None:
@@ -431,7 +434,7 @@ def _sigma_level(sigma: float | None) -> Level:
             return None, "unknown", f"{img.path}: noise level not estimated ({exc})"
         return value, "estimated", f"{img.path}: estimated noise sigma {value:.1f}"
 
-    return Level(sigma, "sigma", "sigma", ".1f", measure, "was trained for")
+    return Level(sigma, "sigma", "sigma", "sigma", ".1f", measure, "was trained for")
 
 
 def _quality_level(quality: int | None) -> Level:
@@ -442,11 +445,10 @@ def _quality_level(quality: int | None) -> Level:
             return quality, "given", None
         q = estimate_jpeg_quality(img.jpeg_qtables) if img.jpeg_qtables else None
         if q is None:
-            return None, "unknown", (f"{img.path}: not a JPEG file, quality unknown (the "
-                                     "model is blind to it: restoring anyway)")
+            return None, "unknown", f"{img.path}: not a JPEG file, quality unknown"
         return q, "estimated", f"{img.path}: estimated JPEG quality {q}"
 
-    return Level(quality, "jpeg_quality", "JPEG quality", "d", measure, "is for",
+    return Level(quality, "jpeg_quality", "quality", "JPEG quality", "d", measure, "is for",
                  ": the result may be worse than the input")
 
 
