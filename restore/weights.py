@@ -260,12 +260,9 @@ class Registry:
     """The merged registry: shipped weights.toml, then the user registry over it."""
 
     models: Mapping[str, ModelSpec]
-    defaults: Mapping[str, str | None]  # the first (or only) default of each task key
+    defaults: Mapping[str, tuple[str, ...]]  # task key -> its default(s) in order, () = none
     presets: Mapping[str, Preset]
     files: tuple[Path, ...] = ()
-    # every default of each task key, in registry order (() = none)
-    default_sets: Mapping[str, tuple[str, ...]] = dataclasses.field(
-        default_factory=lambda: MappingProxyType({}))
 
     def get(self, name: str) -> ModelSpec:
         """The entry called ``name``; an unknown name lists the close matches."""
@@ -283,11 +280,12 @@ class Registry:
         return preset
 
     def default_for(self, task_key: str) -> ModelSpec | None:
-        """The default model for "sr-x2"/"sr-x3"/"sr-x4"/"denoise"/"jpeg", or None."""
+        """The default model for "sr-x2"/"sr-x3"/"sr-x4"/"denoise"/"jpeg" (the first of
+        several: see defaults_for), or None."""
         if task_key not in TASK_KEYS:
             raise UsageError(f"unknown task key {task_key!r} (valid: {', '.join(TASK_KEYS)})")
-        name = self.defaults.get(task_key)
-        return self.models[name] if name else None
+        names = self.defaults.get(task_key)
+        return self.models[names[0]] if names else None
 
     def require_default(self, task_key: str) -> ModelSpec:
         """``default_for``, or an error that says no default exists and how to pass a model."""
@@ -305,9 +303,7 @@ class Registry:
         """Every default model of a task key (several for denoise/jpeg where the registry
         lists one per range of the degradation level), in registry order; [] for none."""
         self.default_for(task_key)  # checks the key
-        names = self.default_sets.get(task_key) or ((self.defaults[task_key],)
-                                                    if self.defaults.get(task_key) else ())
-        return [self.models[n] for n in names]
+        return [self.models[n] for n in self.defaults.get(task_key, ())]
 
     def for_task(self, task: str | Task | None = None) -> list[ModelSpec]:
         """Entries of one task ("sr", "denoise", "jpeg" or a key like "sr-x4"), or all."""
@@ -326,7 +322,7 @@ class Registry:
 
     def defaults_of(self, name: str) -> list[str]:
         """The task keys whose default is (or, of several, includes) ``name``."""
-        return [k for k in self.defaults if name in [s.name for s in self.defaults_for(k)]]
+        return [k for k, names in self.defaults.items() if name in names]
 
 
 def level_range(spec: ModelSpec | Preset) -> tuple[float, float] | None:
@@ -767,10 +763,8 @@ def merge_layers(layers: list[tuple[str, RegistryLayer]],
                                   f"{what}, which each of several defaults needs (it picks "
                                   "the model per image)")
     return Registry(models=MappingProxyType(models),
-                    defaults=MappingProxyType({k: v[0] if v else None
-                                               for k, v in defaults.items()}),
-                    presets=MappingProxyType(presets), files=files,
-                    default_sets=MappingProxyType({k: v or () for k, v in defaults.items()}))
+                    defaults=MappingProxyType({k: v or () for k, v in defaults.items()}),
+                    presets=MappingProxyType(presets), files=files)
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:

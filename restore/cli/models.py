@@ -108,7 +108,7 @@ def list_cmd(
     else:
         _note(f"no models for task {task!r}")
     keys = [k for k in TASK_KEYS if task is None or k == task or k.split("-")[0] == task]
-    missing = [k for k in keys if reg.defaults.get(k) is None]
+    missing = [k for k in keys if not reg.defaults.get(k)]
     if any(reg.defaults_of(s.name) for s in specs):
         _note("* default model of its task")
     if missing:
