@@ -11,8 +11,17 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
-from shared_paths import DATA, require
+from shared_paths import DATA, in_ci, require
+
+# Property tests (tests/test_exact_property.py): a fixed, derandomized search in CI; the same
+# size of search with fresh examples locally; HYPOTHESIS_PROFILE=deep for a long local hunt.
+_common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", max_examples=40, derandomize=True, print_blob=True, **_common)
+settings.register_profile("dev", max_examples=40, **_common)
+settings.register_profile("deep", max_examples=1000, **_common)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if in_ci() else "dev"))
 
 
 @pytest.fixture(scope="session")

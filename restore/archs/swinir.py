@@ -246,6 +246,7 @@ def exact_block(blk: nn.Module, t: Tensor, run, rpi: Tensor, shifted_mask: bool,
     statistics and runs in the same tile pass as the attention: two passes per block.
     """
     ws = blk.window_size
+    wrap = blk.shift_size if shifted_mask else 0
     iln = isinstance(blk.norm1, ILN)
     st1 = _block_stats(blk.norm1, t, run, mom)
     pooled_keys = tuple(getattr(blk, "pooled_branches", ()))
@@ -273,9 +274,9 @@ def exact_block(blk: nn.Module, t: Tensor, run, rpi: Tensor, shifted_mask: bool,
         return out if iln else (out, None)
 
     if not pooled_keys:
-        t1, mom1 = local(branches, [t], halo=blk.halo, align=ws)
+        t1, mom1 = local(branches, [t], halo=blk.halo, align=ws, wrap=wrap)
     else:
-        maps = run.local(branches, [t], halo=blk.halo, align=ws)
+        maps = run.local(branches, [t], halo=blk.halo, align=ws, wrap=wrap)
         maps = (maps,) if isinstance(maps, Tensor) else maps
         pooled = {k: run.channel_mean(maps[keys.index(k)]) for k in pooled_keys}
 

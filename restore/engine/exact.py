@@ -29,6 +29,34 @@ def _spans(length: int, tile: int) -> list[tuple[int, int]]:
     return [(s, min(s + tile, length)) for s in range(0, length, tile)]
 
 
+def _rows(lo: int, hi: int, length: int, wrap: int) -> slice | Tensor:
+    """The map positions that crop [lo, hi) of an axis of ``length`` reads.
+
+    With ``wrap`` (a shifted-window block's shift), a crop that touches one border of the
+    axis but not the other reads its ``wrap`` positions at the far end from the opposite
+    border of the map instead. The block rolls its crop cyclically by ``wrap``, as the
+    whole-image forward rolls the whole map: the last window then joins the crop's first
+    and last ``wrap`` positions where the whole map joins its own. The two halves are
+    masked from each other, but with a finite mask (-100, as in the reference code) a
+    large attention logit still leaks across it, so the border core must see the very
+    positions it sees in the whole image. The positions replaced lie in the crop's halo,
+    whose output is discarded anyway.
+    """
+    if wrap <= 0 or (lo == 0) == (hi == length) or hi - lo < 2 * wrap:
+        return slice(lo, hi)
+    idx = torch.arange(lo, hi)
+    if lo == 0:
+        idx[-wrap:] = torch.arange(length - wrap, length)
+    else:
+        idx[:wrap] = torch.arange(wrap)
+    return idx
+
+
+def _crop(m: Tensor, rows: slice | Tensor, cols: slice | Tensor) -> Tensor:
+    m = m[:, :, rows] if isinstance(rows, slice) else m.index_select(2, rows)
+    return m[:, :, :, cols] if isinstance(cols, slice) else m.index_select(3, cols)
+
+
 class ExactRunner:
     """Runs per-tile steps over whole (1, C, H, W) float32 CPU feature maps.
 
@@ -45,7 +73,8 @@ class ExactRunner:
         self.tiles_run = 0
 
     def local(self, fn: Callable[..., Tensor | tuple[Tensor, ...]], maps: Sequence[Tensor],
-              halo: int = 0, scale: int = 1, align: int = 1, moments: bool = False):
+              halo: int = 0, scale: int = 1, align: int = 1, moments: bool = False,
+              wrap: int = 0):
         """Apply ``fn`` to tiles of ``maps`` and assemble the cores of its output(s).
 
         ``fn`` takes crops (1, C_i, h, w) on the device and returns one or more
@@ -56,6 +85,9 @@ class ExactRunner:
         With ``moments``, also returns the (mean, biased variance) of the (first) output
         over the whole map, as ``moments`` would compute them, but accumulated while each
         core is still on the device: no second pass over the map.
+
+        ``wrap``: the cyclic shift of a shifted-window step (see ``_rows``); its crops at
+        one border of an axis read the opposite border's positions into their halo.
         """
         _, _, h, w = maps[0].shape
         tile = round_up(self.tile, align)
@@ -66,7 +98,8 @@ class ExactRunner:
         for t, b in _spans(h, tile):
             for l, r in _spans(w, tile):
                 ct, cb, cl, cr = max(0, t - pad), min(h, b + pad), max(0, l - pad), min(w, r + pad)
-                xs = [m[:, :, ct:cb, cl:cr].to(self.device, non_blocking=True) for m in maps]
+                rows, cols = _rows(ct, cb, h, wrap), _rows(cl, cr, w, wrap)
+                xs = [_crop(m, rows, cols).to(self.device, non_blocking=True) for m in maps]
                 with torch.inference_mode(), autocast(self.device, self.precision):
                     ys = fn(*xs)
                 if isinstance(ys, Tensor):

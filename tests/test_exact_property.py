@@ -1,0 +1,155 @@
+"""Exact tiling == the whole image, for any image size, tile size and model (hypothesis).
+
+The profile is chosen in conftest.py: "ci" (derandomized, a fixed number of examples) under
+CI=true, "dev" otherwise, "deep" with HYPOTHESIS_PROFILE=deep for a long local search.
+
+The "sharp" models scale their query/key projections so that attention logits reach the
+hundreds, as trained models' do: then the reference's finite shift mask (-100) lets masked
+tokens leak into a window, and a tile at the image border must see the same leaked tokens
+as the whole image (restore.engine.exact._rows). Random models at their initial scale never
+reach that, which is how the kodim05 defect slipped past the older tests.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, strategies as st
+
+from restore.archs import build
+from restore.checkpoint import load_model, load_state_dict
+from restore.engine import Restorer
+from restore.engine.exact import _rows
+from restore.io import read_image
+
+from shared_paths import BENCHMARKS, FIXTURES, REPO, require
+
+CPU = torch.device("cpu")
+SHIPPED = REPO / "restore" / "models"
+
+
+def _perturbed(model: torch.nn.Module, seed: int, sharp: float = 0.0) -> torch.nn.Module:
+    """Every parameter moved off its initial value; with ``sharp``, the q and k rows of each
+    qkv projection scaled so the largest attention logit on a random image is about that."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+        if sharp:
+            for name, p in model.named_parameters():
+                if name.endswith("qkv.weight"):
+                    dim = p.shape[1]
+                    p[: 2 * dim].mul_(sharp ** 0.5 * 3.0)
+    return model.eval()
+
+
+def _swinir(upscale: int, sharp: float = 0.0, in_chans: int = 3) -> torch.nn.Module:
+    torch.manual_seed(3)
+    m = build("swinir", norm="iln", upscale=upscale, in_chans=in_chans,
+              upsampler="pixelshuffledirect" if upscale > 1 else "", img_size=32,
+              window_size=8, depths=[2, 2], embed_dim=24, num_heads=[2, 3], mlp_ratio=2.0)
+    return _perturbed(m, 4, sharp)
+
+
+def _hat_fixture(name: str, sharp: float = 0.0) -> torch.nn.Module:
+    from safetensors.torch import load_file
+
+    case = require(FIXTURES / name)
+    cfg = json.loads((case / "config.json").read_text())
+    m = load_state_dict(build(cfg["family"], **cfg["kwargs"]).eval(),
+                        load_file(str(case / "weights.safetensors")))
+    return _perturbed(m, 5, sharp) if sharp else m
+
+
+MODELS = {
+    "swinir-iln x3": lambda: _swinir(3),
+    "swinir-iln x2 sharp": lambda: _swinir(2, sharp=40.0),
+    "swinir-iln gray denoise sharp": lambda: _swinir(1, sharp=40.0, in_chans=1),
+    "hat-iln x2": lambda: _hat_fixture("hat_iln_x2"),
+    "hat-iln x2 sharp": lambda: _hat_fixture("hat_iln_x2", sharp=40.0),
+    "hat-ln x4 (channel pooling)": lambda: _hat_fixture("hat_x4"),
+    **{f"shipped {p.stem}": (lambda p=p: load_model(p).eval())
+       for p in sorted(SHIPPED.glob("*.safetensors"))},
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _model(name: str) -> torch.nn.Module:
+    return MODELS[name]()
+
+
+def _assert_exact(model, x: torch.Tensor, tile: int) -> None:
+    s, m = model.scale, model.size_multiple
+    whole, _ = Restorer(model, scale=s, size_multiple=m, device=CPU)(x)
+    exact, stats = Restorer(model, scale=s, size_multiple=m, device=CPU, tile=tile,
+                            tile_mode="exact")(x)
+    err = (exact - whole).abs().max().item()
+    assert err <= 1e-4, (f"{tuple(x.shape)} tile {tile}: exact-tiled differs from the whole "
+                         f"image by {err:.3g} ({stats.tiles} tiles)")
+
+
+@st.composite
+def _case(draw):
+    name = draw(st.sampled_from(sorted(MODELS)))
+    tile = draw(st.sampled_from([8, 16, 24, 32, 40]))  # 8: the smallest the engine takes
+
+    def side():  # around tile multiples (a few pixels over one tile, say) or anything
+        near = draw(st.integers(1, 3)) * tile + draw(st.integers(-3, 5))
+        return max(3, draw(st.one_of(st.just(near), st.integers(3, 90))))
+
+    h, w = side(), side()
+    seed = draw(st.integers(0, 2 ** 16))
+    return name, tile, h, w, seed
+
+
+@given(_case())
+def test_exact_tiling_equals_the_whole_image(case):
+    name, tile, h, w, seed = case
+    model = _model(name)
+    x = torch.rand(model.config.in_chans, h, w, generator=torch.Generator().manual_seed(seed))
+    _assert_exact(model, x, tile)
+
+
+@pytest.mark.parametrize("name", ["swinir-iln x2 sharp", "hat-iln x2 sharp"])
+def test_the_sharp_models_do_leak_across_the_shift_mask(name):
+    """The property test's sharp models must exercise the defect it guards: with the
+    border crops reading their own halo (wrap off) exact tiling would not be exact."""
+    import restore.engine.exact as exact
+
+    model = _model(name)
+    x = torch.rand(3, 56, 40, generator=torch.Generator().manual_seed(0))
+    real = exact._rows
+    exact._rows = lambda lo, hi, n, wrap: real(lo, hi, n, 0)
+    try:
+        with pytest.raises(AssertionError, match="exact-tiled differs"):
+            _assert_exact(model, x, 16)
+    finally:
+        exact._rows = real
+    _assert_exact(model, x, 16)
+
+
+def test_rows_read_the_opposite_border_into_the_halo():
+    assert _rows(8, 40, 64, 4) == slice(8, 40)  # interior: as it is
+    assert _rows(0, 64, 64, 4) == slice(0, 64)  # the whole axis: as it is
+    assert _rows(0, 24, 64, 0) == slice(0, 24)  # no shift: as it is
+    assert _rows(0, 24, 64, 4).tolist() == list(range(20)) + [60, 61, 62, 63]
+    assert _rows(40, 64, 64, 4).tolist() == [0, 1, 2, 3] + list(range(44, 64))
+
+
+# The defect as it was reported: the shipped x4 model, fp32 CPU, kodim05 crops at tile 64
+# (up to 7.7e-3 off, first at output row 11, column 907, before the fix).
+@pytest.mark.parametrize("h, w", [(200, 300), (200, 296), (296, 192), (200, 120)])
+def test_kodim05_crops_at_tile_64(h, w):
+    path = require(BENCHMARKS / "Kodak24" / "HR" / "kodim05.png")
+    img = read_image(path).pixels[:h, :w]
+    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+    model = _model("shipped swinir-iln-t.sr-x4")
+    s, m = model.scale, model.size_multiple
+    whole, _ = Restorer(model, scale=s, size_multiple=m, device=CPU)(x)
+    exact, _ = Restorer(model, scale=s, size_multiple=m, device=CPU, tile=64,
+                        tile_mode="exact")(x)
+    assert (exact - whole).abs().max().item() <= 1e-4
