@@ -369,3 +369,42 @@ def test_partial_init_takes_the_body_of_another_scale(tmp_path):
                            "data": {"train": ["unused"]}})
     with pytest.raises(Exception, match="upsample"):
         build_model(strict)
+
+
+def test_colour_init_folds_to_a_gray_model_that_gives_the_colour_models_luma():
+    """model.init_from_colour: on a gray image y the folded gray model starts from what the
+    shipped colour JPEG model gives as the luma of its output on (y, y, y): the first conv
+    is exact wherever its 3x3 window is inside the image, and the output stays close (the
+    zero-padded border shifts the whole-image i-LN statistics a little)."""
+    from restore.checkpoint import load_model
+    from restore.train.config import parse_config
+    from restore.train.loop import build_model
+
+    shipped = REPO / "restore" / "models" / "swinir-iln-t.jpeg.safetensors"
+    colour = load_model(shipped).eval()
+    arch = {**colour.config.to_kwargs(), "in_chans": 1}
+    cfg = parse_config({"model": {"arch": arch, "init": str(shipped), "init_from_colour": True},
+                        "data": {"task": "jpeg", "scale": 1, "train": ["unused"]}})
+    gray = build_model(cfg).eval()
+    y = torch.rand(1, 1, 64, 56, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        f_c = colour.conv_first(colour.input_norm(y.expand(1, 3, 64, 56)))
+        f_g = gray.conv_first(gray.input_norm(y))
+        luma = (torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+                * colour(y.expand(1, 3, 64, 56))).sum(1, keepdim=True)
+        out = gray(y)
+    assert (f_c - f_g)[..., 1:-1, 1:-1].abs().max() < 1e-5
+    # What the colour model changes (about 0.065 on noise), the gray one changes the same
+    # way, to within 5% away from the border.
+    inner = (slice(None), slice(None), slice(4, -4), slice(4, -4))
+    assert (out - luma)[inner].abs().mean() < 0.05 * (luma - y)[inner].abs().mean()
+    # Without the fold, the colour weights do not even fit the gray model.
+    with pytest.raises(Exception, match="conv_first"):
+        build_model(parse_config({"model": {"arch": arch, "init": str(shipped)},
+                                  "data": {"task": "jpeg", "scale": 1, "train": ["unused"]}}))
+    data = {"task": "jpeg", "scale": 1, "train": ["unused"]}
+    with pytest.raises(ConfigError, match=r"model\.init_from_colour: needs \[model\.arch\] with in_chans = 1"):
+        parse_config({"model": {"arch": {**arch, "in_chans": 3}, "init": str(shipped),
+                                "init_from_colour": True}, "data": data})
+    with pytest.raises(ConfigError, match=r"model\.init_from_colour: needs model\.init"):
+        parse_config({"model": {"arch": arch, "init_from_colour": True}, "data": data})

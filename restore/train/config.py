@@ -5,7 +5,7 @@ Format (every key optional except ``data.train`` and either ``model.arch`` or
 
     [run]    dir, seed, device ("auto" | "cpu" | "cuda"), threads
     [model]  family, name (registry), init (checkpoint path), init_from_layernorm,
-             init_partial, [model.arch]
+             init_from_colour, init_partial, [model.arch]
     [data]   task ("sr" | "denoise" | "jpeg"), scale, train (folders), train_lq (paired LQ
              folders), patch_size (LQ pixels), batch_size, workers, gray, sigma, quality,
              val (folder of clean images), val_max_images, val_max_side
@@ -73,6 +73,9 @@ class ModelConfig:
     name: str = ""  # a registry name (needs restore.weights.load_registry_model)
     init: str = ""  # a checkpoint to start from (fine-tuning); "" = from scratch
     init_from_layernorm: bool = False  # init is a LayerNorm checkpoint: convert to i-LN
+    # init is a colour (3-channel) checkpoint of a gray (in_chans = 1) scale-1 model: its
+    # first and last convolutions are folded to one channel (restore.train.loop.colour_to_gray)
+    init_from_colour: bool = False
     # Take only the tensors of init whose name and shape fit (e.g. the body of a model of
     # another scale or task); the rest keep their fresh initialization.
     init_partial: bool = False
@@ -222,6 +225,12 @@ def _check(cfg: TrainingConfig) -> None:
     need(not (m.init and m.name), "model.init", "give model.init or model.name, not both")
     need(not m.init_from_layernorm or bool(m.init), "model.init_from_layernorm",
          "needs model.init (the LayerNorm checkpoint)")
+    need(not m.init_from_colour or bool(m.init), "model.init_from_colour",
+         "needs model.init (the colour checkpoint)")
+    need(not m.init_from_colour or m.arch.get("in_chans") == 1, "model.init_from_colour",
+         "needs [model.arch] with in_chans = 1 (the gray model being trained)")
+    need(not m.init_from_colour or d.scale == 1, "model.init_from_colour",
+         "is for scale-1 tasks (denoise, jpeg), whose output adds to the input")
     need(not m.init_partial or bool(m.init), "model.init_partial",
          "needs model.init (the checkpoint to take tensors from)")
     need(not m.init_partial or bool(m.arch), "model.init_partial",

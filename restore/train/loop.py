@@ -132,6 +132,42 @@ def layernorm_to_iln(state: dict[str, Tensor], model: nn.Module) -> dict[str, Te
     return out
 
 
+def colour_to_gray(state: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """Fold a colour scale-1 checkpoint into the gray twin of its model (``model``,
+    in_chans = 1), so that on a gray image ``y`` the gray model gives what the colour one
+    gives as the luma of its output on (y, y, y).
+
+    With the colour input norm z_c = (y - m_c) / s_c and the gray one z = y / s:
+    ``conv_first`` takes W = s * sum_c W_c / s_c and b = b_c - sum_c m_c / s_c * sum(W_c)
+    (exact away from the zero-padded border), and, as both outputs add the head to the
+    input (y + s_c * head_c per channel), ``conv_last`` takes the luma weights
+    (0.299, 0.587, 0.114) times s_c / s of each output channel. Every other tensor is
+    shared as it is."""
+    out = dict(state)
+    norm = model.input_norm
+    g_std = float(norm.std.flatten()[0]) / norm.img_range
+    ref = type(norm)(3, norm.img_range, model.config.stdnorm)
+    m_c = ref.mean.flatten().double()
+    s_c = ref.std.flatten().double() / ref.img_range
+    try:
+        w_in, b_in = state["conv_first.weight"].double(), state["conv_first.bias"].double()
+        w_out, b_out = state["conv_last.weight"].double(), state["conv_last.bias"].double()
+    except KeyError as exc:
+        raise ConfigError(f"model.init_from_colour: the checkpoint has no {exc.args[0]} "
+                          "(a SwinIR/HAT scale-1 model is needed)") from None
+    if w_in.shape[1] != 3 or w_out.shape[0] != 3:
+        raise ConfigError("model.init_from_colour: the checkpoint is not a 3-channel "
+                          f"scale-1 model (conv_first {tuple(w_in.shape)}, conv_last "
+                          f"{tuple(w_out.shape)})")
+    per_c = w_in / s_c.view(1, 3, 1, 1)
+    out["conv_first.weight"] = (g_std * per_c.sum(1, keepdim=True)).float()
+    out["conv_first.bias"] = (b_in - (per_c * m_c.view(1, 3, 1, 1)).sum((1, 2, 3))).float()
+    mix = torch.tensor((0.299, 0.587, 0.114), dtype=torch.float64) * s_c / g_std
+    out["conv_last.weight"] = (mix.view(3, 1, 1, 1) * w_out).sum(0, keepdim=True).float()
+    out["conv_last.bias"] = (mix * b_out).sum().view(1).float()
+    return out
+
+
 def partial_state(state: dict[str, Tensor], model: nn.Module) -> tuple[dict, list[str]]:
     """The tensors of ``state`` that ``model`` has under the same name and shape, and the
     names of the model's tensors left out (they keep their fresh initialization)."""
@@ -164,6 +200,8 @@ def build_model(cfg: TrainingConfig, echo: Callable[[str], None] = lambda msg: N
             if getattr(model.config, "norm", None) is None or model.config.norm.value != "iln":
                 raise ConfigError("model.init_from_layernorm: model.arch must have norm = 'iln'")
             state = layernorm_to_iln(state, model)
+        if m.init_from_colour:
+            state = colour_to_gray(drop_recomputed(unwrap_state_dict(state)), model)
         if m.init_partial:
             state, fresh = partial_state(drop_recomputed(unwrap_state_dict(state)), model)
             if not state:
