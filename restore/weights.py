@@ -332,14 +332,21 @@ def level_range(spec: ModelSpec | Preset) -> tuple[float, float] | None:
             spec.quality_range if spec.task is Task.JPEG else None)
 
 
-def pick_by_level(items: Sequence, level: float | None, span_of=level_range):
+def pick_by_level(items: Sequence, level: float | None, span_of=level_range,
+                  channels: int | None = None):
     """Of several models for one task (a task's defaults), the one for an image whose
     noise sigma / JPEG quality is ``level``: the first whose range (``span_of(item)``: the
     declared sigma_range / quality_range by default) holds it, else the one whose range is
     nearest (a level beyond them all goes to the closest model), and the first when the
-    level is unknown (None)."""
+    level is unknown (None).
+
+    ``channels``: the image's (1 gray, 3 colour). Only the models that take as many input
+    channels (``item.in_chans``) compete, where there is one: a gray image goes to a gray
+    model, and through a colour one (as RGB) when the task has none."""
     if not items:
         raise ValueError("no models to pick from")
+    if channels is not None:
+        items = [i for i in items if i.in_chans == channels] or list(items)
     if level is None or len(items) == 1:
         return items[0]
 

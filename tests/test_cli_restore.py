@@ -107,9 +107,10 @@ def test_jpeg_warns_when_the_quality_is_outside_the_models_range(tmp_path):
     assert (tmp_path / "fine_jpeg.png").is_file() and (tmp_path / "coarse_jpeg.png").is_file()
 
 
-def _two_defaults(tmp_path, task, spans):
+def _two_defaults(tmp_path, task, spans, chans=(3, 3)):
     """A user registry whose [defaults] lists two tiny models of ``task`` (t.TASK for
-    spans[0], t.TASK-hi for spans[1]); (env for run, name -> weights file)."""
+    spans[0], t.TASK-hi for spans[1], taking chans[i] input channels); (env for run,
+    name -> weights file)."""
     import hashlib
 
     from restore.weights import FileSource, dump_registry, make_spec
@@ -117,10 +118,10 @@ def _two_defaults(tmp_path, task, spans):
     config_dir, entries, paths = tmp_path / "config", {}, {}
     for seed, (name, span) in enumerate(((f"t.{task}", spans[0]), (f"t.{task}-hi", spans[1]))):
         torch.manual_seed(seed)
-        path = save_model(build("swinir", upscale=1, upsampler="", **TINY),
-                          tmp_path / "m" / f"{name}.safetensors")
+        config = dict(TINY, upscale=1, upsampler="", in_chans=chans[seed])
+        path = save_model(build("swinir", **config), tmp_path / "m" / f"{name}.safetensors")
         level = {"quality_range" if task == "jpeg" else "sigma_range": span}
-        spec = make_spec(name, family="swinir", config=dict(TINY, upscale=1, upsampler=""),
+        spec = make_spec(name, family="swinir", config=config,
                          task=task, source=FileSource(path), size=path.stat().st_size,
                          sha256=hashlib.sha256(path.read_bytes()).hexdigest(), license="MIT",
                          description="test", **level)
@@ -166,6 +167,33 @@ def test_jpeg_picks_each_files_model_from_several_defaults(tmp_path):
     res = run("jpeg", src / "q20.jpg", "--quality", 85, "-o", tmp_path / "given.png", "--json",
               env=env)
     assert res.returncode == 0 and json.loads(res.stdout)["model"] == "t.jpeg-hi", res.stderr
+
+
+def test_jpeg_sends_gray_files_to_a_gray_default(tmp_path):
+    """With a gray and a colour JPEG model among the defaults (same range), a gray file
+    goes through the gray model and a colour one through the colour model, read or given
+    quality alike, byte for byte what naming the model gives."""
+    env, paths = _two_defaults(tmp_path, "jpeg", [(10, 90), (10, 90)], chans=(3, 1))
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_rgb(32, 40, 1)).save(src / "colour.jpg", quality=30)
+    Image.fromarray(_rgb(32, 40, 2)[..., 0]).save(src / "gray.jpg", quality=30)
+    Image.fromarray(_rgb(32, 40, 3)[..., 0]).save(src / "plain.png")
+    want = {"colour.jpg": "t.jpeg", "gray.jpg": "t.jpeg-hi", "plain.png": "t.jpeg-hi"}
+    for given in ((), ("--quality", 30)):
+        out = tmp_path / f"out{len(given)}"
+        res = run("jpeg", src, "-o", out, "--format", "png", "--json", *given, env=env)
+        assert res.returncode == 0, res.stderr
+        got = {Path(r["input"]).name: r["model"]
+               for r in map(json.loads, res.stdout.splitlines())}
+        assert got == want, res.stderr
+    for name, model in want.items():
+        stem = Path(name).stem
+        one = run("jpeg", src / name, "-o", tmp_path / "one" / f"{stem}.png", "--quality", 30,
+                  "--model", paths[model], "-q", env=env)
+        assert one.returncode == 0, one.stderr
+        assert (tmp_path / "one" / f"{stem}.png").read_bytes() == \
+            (tmp_path / "out2" / f"{stem}_jpeg.png").read_bytes(), name
 
 
 def test_denoise_with_a_given_sigma_loads_only_its_model(tmp_path):

@@ -258,6 +258,21 @@ def test_several_defaults_each_for_a_range_pick_by_level():
                     95: "m.jpeg-hq", 100: "m.jpeg-hq", None: "m.jpeg"}
 
 
+def test_pick_by_level_sends_an_image_to_a_model_of_its_channels():
+    from types import SimpleNamespace as M
+
+    colour = M(name="c", in_chans=3, quality_range=(10, 90), task=weights.Task.JPEG)
+    colour_hi = M(name="c-hi", in_chans=3, quality_range=(91, 99), task=weights.Task.JPEG)
+    gray = M(name="g", in_chans=1, quality_range=(10, 90), task=weights.Task.JPEG)
+    items = [colour, colour_hi, gray]
+    pick = weights.pick_by_level
+    assert pick(items, 30, channels=3).name == "c" and pick(items, 95, channels=3).name == "c-hi"
+    assert pick(items, 30, channels=1).name == "g" and pick(items, 95, channels=1).name == "g"
+    assert pick(items, None, channels=1).name == "g"  # the first gray one
+    assert pick(items, 30).name == "c"  # channels not given: as before
+    assert pick([colour, colour_hi], 95, channels=1).name == "c-hi"  # no gray model: colour
+
+
 def test_a_list_of_defaults_in_the_user_registry_survives_an_import(tmp_path):
     """restore models import rewrites the user registry: a list in its [defaults] stays."""
     entries = {}

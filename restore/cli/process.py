@@ -129,8 +129,9 @@ class LoadedModel:
 def _load_models(task, scale: int, model: str | None, offline: bool,
                  level: float | None = None) -> list[LoadedModel]:
     """The model(s) for the task: a file path, a registry name, or the task's default(s)
-    (several where the registry lists one per range of noise level or JPEG quality; only
-    the one for ``level`` when the level is given on the command line)."""
+    (several where the registry lists one per range of noise level or JPEG quality, or
+    gray and colour ones; only the one for ``level``, for gray and for colour images, when
+    the level is given on the command line)."""
     from ..checkpoint import load_model
     from ..errors import UsageError
 
@@ -143,8 +144,9 @@ def _load_models(task, scale: int, model: str | None, offline: bool,
 
         reg = weights.load_registry()
         specs = [reg.get(model)] if model else reg.defaults_for(key) or [reg.require_default(key)]
-        if level is not None:
-            specs = [weights.pick_by_level(specs, level)]
+        if level is not None:  # the one for that level, for gray and for colour images
+            specs = list(dict.fromkeys(weights.pick_by_level(specs, level, channels=c)
+                                       for c in (3, 1)))
         loaded = [(spec.name, weights.load_registry_model(spec, offline=offline),
                    bool(spec.fp16_safe), weights.level_range(spec)) for spec in specs]
     out = []
@@ -216,7 +218,8 @@ def _level_hooks(level: Level, common: Common, models: list[LoadedModel]):
         return last[1]
 
     def pick(img) -> LoadedModel:
-        return pick_by_level(models, measured(img)[0], span_of=lambda m: m.span)
+        return pick_by_level(models, measured(img)[0], span_of=lambda m: m.span,
+                             channels=img.channels)
 
     def before(img) -> dict:
         value, how, note = measured(img)
