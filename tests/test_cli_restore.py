@@ -415,3 +415,27 @@ def test_every_shipped_default_restores_offline_and_beats_its_input(tmp_path, ta
     ours = psnr(out, hr, crop=crop, y_channel=task.startswith("sr"))
     before = psnr(base, hr, crop=crop, y_channel=task.startswith("sr"))
     assert ours > before + (0.2 if task == "jpeg-q90" else 0.5), (ours, before)
+
+
+def test_exact_tiling_through_a_scratch_file_from_the_command_line(tmp_path):
+    """--exact-memory 0 puts every whole-image map of exact tiling in a scratch file: the
+    output is the whole image's (to the 8-bit level: float rounding may flip a level), the
+    user is told, the scratch folder is left empty; a bad size is refused before loading."""
+    Image.fromarray(_rgb(44, 52)).save(tmp_path / "a.png")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {"TMPDIR": str(scratch)}
+    res = run("sr", "x2", tmp_path / "a.png", "-o", tmp_path / "exact.png", "--tile", 16,
+              "--tile-mode", "exact", "--exact-memory", 0, env=env)
+    assert res.returncode == 0, res.stderr
+    assert "went through a scratch file" in res.stderr
+    assert list(scratch.iterdir()) == []
+    res = run("sr", "x2", tmp_path / "a.png", "-o", tmp_path / "whole.png", "--tile", 0, env=env)
+    assert res.returncode == 0, res.stderr
+    assert "scratch file" not in res.stderr
+    a = np.asarray(Image.open(tmp_path / "exact.png")).astype(int)
+    b = np.asarray(Image.open(tmp_path / "whole.png")).astype(int)
+    assert np.abs(a - b).max() <= 1 and (a != b).mean() < 1e-3
+    res = run("sr", "x2", tmp_path / "a.png", "--exact-memory", "lots")
+    assert res.returncode == 2 and res.stderr.strip().splitlines()[-1] == \
+        "restore: error: --exact-memory 'lots' is not a size (e.g. 2G, 800M)"

@@ -103,3 +103,51 @@ def test_moments_gathered_in_the_tile_pass_match_a_separate_pass():
     both = torch.cat([a, b])
     assert abs(mean.item() - both.mean().item()) < 1e-12
     assert abs(var.item() - both.var(unbiased=False).item()) < 1e-12
+
+
+@pytest.mark.parametrize("budget", [0, 200_000])  # every map spilled; some in RAM, some not
+def test_maps_spilled_to_a_scratch_file_give_the_same_result(budget, tmp_path):
+    from restore.engine import MapStore
+
+    model = MODELS["hat_iln_x2"]()
+    torch.manual_seed(0)
+    x = torch.rand(3, 41, 35)
+    whole, _ = Restorer(model, scale=2, size_multiple=8, device=CPU)(x)
+    store = MapStore(CPU, ram_budget=budget, scratch_dir=tmp_path)
+    with torch.inference_mode():
+        exact = model.forward_exact(x[None], ExactRunner(CPU, Precision.FP32, 16, store=store))[0]
+    assert (exact - whole).abs().max().item() <= 1e-4
+    assert store.maps["disk"] > 0 and store.peak["ram"] <= budget
+    assert (store.maps["ram"] > 0) == (budget > 0)
+    assert list(tmp_path.iterdir()) == []  # the scratch files are unlinked from the start
+    # through the Restorer: the same bytes as with every map in RAM, and a note that says so
+    spilled, st = Restorer(model, scale=2, size_multiple=8, device=CPU, tile=16,
+                           exact_memory=budget)(x)
+    in_ram, st_ram = Restorer(model, scale=2, size_multiple=8, device=CPU, tile=16,
+                              exact_memory=1 << 30)(x)
+    assert torch.equal(spilled, in_ram)
+    assert any("scratch file" in n for n in st.notes)
+    assert not any("scratch file" in n for n in st_ram.notes)
+
+
+def test_map_store_frees_its_count_with_the_map_and_names_a_bad_scratch_folder(tmp_path):
+    from restore.engine import MapStore
+    from restore.engine.maps import parse_size
+
+    store = MapStore(CPU, ram_budget=1000, scratch_dir=tmp_path)
+    a = store.empty(2, 10, 10)  # 800 bytes: RAM
+    b = store.empty(2, 10, 10)  # over the budget: a file
+    assert store.used == {"device": 0, "ram": 800, "disk": 800}
+    assert a.shape == (1, 2, 10, 10) and a.is_contiguous(memory_format=torch.channels_last)
+    b.fill_(3.0)
+    store.release()  # pages dropped from the process, not the data
+    assert torch.equal(b, torch.full_like(b, 3.0))
+    del a, b
+    assert store.used == {"device": 0, "ram": 0, "disk": 0}
+    bad = MapStore(CPU, ram_budget=0, scratch_dir=tmp_path / "missing")
+    with pytest.raises(OSError, match="missing.*--exact-memory"):
+        bad.empty(1, 4, 4)
+    assert parse_size("1.5G") == 3 << 29 and parse_size("800M") == 800 << 20
+    assert parse_size("2GiB") == 2 << 30 and parse_size("0") == 0
+    with pytest.raises(ValueError, match="not a size"):
+        parse_size("lots")

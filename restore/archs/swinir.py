@@ -306,7 +306,8 @@ def forward_exact(model: nn.Module, x: Tensor, run, layer_blocks) -> Tensor:
     """The whole-image forward of SwinIR/HAT, computed over tiles by ``run`` (ExactRunner).
 
     ``layer_blocks(layer)`` lists (block, rpi, uses_shift_mask) of one residual group.
-    x: (1, C, H, W) float32 CPU in [0, 1]. Returns (1, C, sH, sW) float32 CPU.
+    x: (1, C, H, W) float32 CPU in [0, 1]. Returns (1, C, sH, sW) float32 CPU; the maps
+    in between are the runner's (device, RAM or scratch file).
     """
     if x.shape[0] != 1:
         return torch.cat([forward_exact(model, xi[None], run, layer_blocks) for xi in x])
@@ -336,7 +337,7 @@ def forward_exact(model: nn.Module, x: Tensor, run, layer_blocks) -> Tensor:
     def head(deep, sh, xi):
         return run_head(model, up, xi, sh, deep)
 
-    y = run.local(head, [t, shallow, xin], halo=head_halo, scale=model.scale)
+    y = run.local(head, [t, shallow, xin], halo=head_halo, scale=model.scale, result=True)
     return model.input_norm.inverse(y)[:, :, : h * model.scale, : w * model.scale]
 
 

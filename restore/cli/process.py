@@ -50,6 +50,11 @@ TileModeOpt = Annotated[str, typer.Option(
     "--tile-mode", help="auto (exact for i-LN and HAT, independent otherwise), exact "
                         "(whole-image result, statistics carried across tiles) or independent "
                         "(faster, approximate for models with whole-image statistics).")]
+ExactMemory = Annotated[Optional[str], typer.Option(
+    "--exact-memory",
+    help="Host RAM that exact tiling may keep its whole-image feature maps in, e.g. 4G or "
+         "800M (default: a quarter of the free memory, at most 1.5G); beyond it they go to "
+         "a scratch file in $TMPDIR, removed as they are freed.")]
 Batch = Annotated[int, typer.Option(min=1, help="Independent tiles per forward pass.")]
 Outscale = Annotated[Optional[float], typer.Option(
     min=0.01, help="Final size relative to the input (model, then high-quality resize).")]
@@ -76,6 +81,7 @@ class Common:
     tile: str
     tile_overlap: int | None
     tile_mode: str
+    exact_memory: str | None
     batch: int
     outscale: float | None
     tta: bool
@@ -103,6 +109,18 @@ def _parse_tile(value: str) -> int:
     if n < 0:
         raise UsageError(f"--tile {value}: must be >= 0")
     return n
+
+
+def _exact_memory(value: str | None) -> int | None:
+    from ..engine.maps import parse_size
+    from ..errors import UsageError
+
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise UsageError(f"--exact-memory {exc}") from None
 
 
 def _tile_mode(value: str):
@@ -266,6 +284,7 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
     # every option is checked before any model is loaded (which may mean a download)
     tile = _parse_tile(common.tile)
     tile_mode = _tile_mode(common.tile_mode)
+    exact_memory = _exact_memory(common.exact_memory)
     try:
         requested_precision = Precision(common.precision.lower())
     except ValueError:
@@ -314,7 +333,7 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
         m.name: Restorer(m.module, scale=m.scale, size_multiple=m.size_multiple,
                          device=device, precision=precision, tile=tile,
                          overlap=common.tile_overlap, batch=common.batch, tta=common.tta,
-                         tile_mode=tile_mode, progress=tile_bar,
+                         tile_mode=tile_mode, progress=tile_bar, exact_memory=exact_memory,
                          bytes_per_pixel=_cpu_bytes_per_pixel(m) if device.type != "cuda" else None)
         for m in models}
     opts = ImageOptions(task=task, output_quality=common.output_quality, outscale=common.outscale)
@@ -398,7 +417,7 @@ def sr_cmd(
     skip_existing: SkipExisting = False, overwrite: Overwrite = False, fail_fast: FailFast = False,
     model: Model = None, device: Device = "auto", precision: PrecisionOpt = "auto",
     tile: Tile = "auto", tile_overlap: TileOverlap = None, tile_mode: TileModeOpt = "auto",
-    batch: Batch = 1,
+    exact_memory: ExactMemory = None, batch: Batch = 1,
     outscale: Outscale = None, tta: TTA = False, offline: Offline = False,
     quiet: Quiet = False, json_out: JsonOut = False,
 ) -> None:
@@ -468,7 +487,7 @@ def denoise_cmd(
     skip_existing: SkipExisting = False, overwrite: Overwrite = False, fail_fast: FailFast = False,
     model: Model = None, device: Device = "auto", precision: PrecisionOpt = "auto",
     tile: Tile = "auto", tile_overlap: TileOverlap = None, tile_mode: TileModeOpt = "auto",
-    batch: Batch = 1,
+    exact_memory: ExactMemory = None, batch: Batch = 1,
     outscale: Outscale = None, tta: TTA = False, offline: Offline = False,
     quiet: Quiet = False, json_out: JsonOut = False,
 ) -> None:
@@ -491,7 +510,7 @@ def jpeg_cmd(
     skip_existing: SkipExisting = False, overwrite: Overwrite = False, fail_fast: FailFast = False,
     model: Model = None, device: Device = "auto", precision: PrecisionOpt = "auto",
     tile: Tile = "auto", tile_overlap: TileOverlap = None, tile_mode: TileModeOpt = "auto",
-    batch: Batch = 1,
+    exact_memory: ExactMemory = None, batch: Batch = 1,
     outscale: Outscale = None, tta: TTA = False, offline: Offline = False,
     quiet: Quiet = False, json_out: JsonOut = False,
 ) -> None:

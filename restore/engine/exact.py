@@ -7,7 +7,9 @@ CPU), each local step (convolutions, window attention) is computed tile by tile 
 device with the halo of context that step needs, and each global statistic (i-LN mean and
 variance, channel means) is accumulated over all tiles of the current map, in fp64, before
 the step that uses it. The result equals the whole-image forward up to float rounding,
-whatever the tile size, with device memory bounded by one tile.
+whatever the tile size, with device memory bounded by one tile. The whole maps live where
+restore.engine.maps puts them: on the device while they fit, then host RAM up to a budget,
+then a memory-mapped scratch file, so host memory stays bounded too.
 
 The model describes its dataflow through ``forward_exact(x, runner)`` using three
 primitives of the runner below (``local``, ``moments``, ``channel_mean``), and its blocks'
@@ -22,6 +24,7 @@ import torch
 from torch import Tensor
 
 from .devices import Precision, autocast
+from .maps import MapStore
 from .tiling import round_up
 
 
@@ -53,34 +56,39 @@ def _rows(lo: int, hi: int, length: int, wrap: int) -> slice | Tensor:
 
 
 def _crop(m: Tensor, rows: slice | Tensor, cols: slice | Tensor) -> Tensor:
-    m = m[:, :, rows] if isinstance(rows, slice) else m.index_select(2, rows)
-    return m[:, :, :, cols] if isinstance(cols, slice) else m.index_select(3, cols)
+    m = m[:, :, rows] if isinstance(rows, slice) else m.index_select(2, rows.to(m.device))
+    return m[:, :, :, cols] if isinstance(cols, slice) else m.index_select(3, cols.to(m.device))
 
 
 class ExactRunner:
-    """Runs per-tile steps over whole (1, C, H, W) float32 CPU feature maps.
+    """Runs per-tile steps over whole (1, C, H, W) float32 feature maps.
 
     tile: core side in pixels of the map being processed (rounded to each step's
-    alignment). progress: optional callable(n) called after each tile.
+    alignment). progress: optional callable(n) called after each tile. store: where the
+    whole maps live (restore.engine.maps: device, RAM or a scratch file, by budget; None:
+    a MapStore with the default budgets).
     """
 
     def __init__(self, device: torch.device, precision: Precision, tile: int,
-                 progress: Callable[[int], object] | None = None) -> None:
+                 progress: Callable[[int], object] | None = None,
+                 store: MapStore | None = None) -> None:
         self.device = device
         self.precision = precision
         self.tile = int(tile)
         self.progress = progress
+        self.store = MapStore(device) if store is None else store
         self.tiles_run = 0
 
     def local(self, fn: Callable[..., Tensor | tuple[Tensor, ...]], maps: Sequence[Tensor],
               halo: int = 0, scale: int = 1, align: int = 1, moments: bool = False,
-              wrap: int = 0):
+              wrap: int = 0, result: bool = False):
         """Apply ``fn`` to tiles of ``maps`` and assemble the cores of its output(s).
 
         ``fn`` takes crops (1, C_i, h, w) on the device and returns one or more
         (1, C_o, scale*h, scale*w) tensors; each crop is its core plus ``halo`` pixels of
         context (clipped at the map border), starting on multiples of ``align`` (the
-        window grid). Outputs are float32 CPU maps of the full size times ``scale``.
+        window grid). Outputs are float32 maps of the full size times ``scale``, from the
+        store (``result``: the caller's result, a plain CPU tensor whatever the budgets).
 
         With ``moments``, also returns the (mean, biased variance) of the (first) output
         over the whole map, as ``moments`` would compute them, but accumulated while each
@@ -107,14 +115,16 @@ class ExactRunner:
                 else:
                     single = False
                 if outs is None:
-                    outs = [torch.empty(1, y.shape[1], h * scale, w * scale) for y in ys]
+                    outs = [torch.empty(1, y.shape[1], h * scale, w * scale) if result else
+                            self.store.empty(y.shape[1], h * scale, w * scale) for y in ys]
                 for i, (o, y) in enumerate(zip(outs, ys)):
                     core = y[:, :, (t - ct) * scale:(b - ct) * scale,
                              (l - cl) * scale:(r - cl) * scale].float()
                     if moments and i == 0:
                         var, mean = torch.var_mean(core.double(), correction=0)
                         parts.append((core.numel(), mean.cpu(), var.cpu()))
-                    o[:, :, t * scale:b * scale, l * scale:r * scale] = core.cpu()
+                    o[:, :, t * scale:b * scale, l * scale:r * scale] = core.to(o.device)
+                self.store.release()
                 self.tiles_run += 1
                 if self.progress is not None:
                     self.progress(1)
@@ -132,13 +142,15 @@ class ExactRunner:
         n = 0
         for t, b in _spans(h, self.tile):
             for l, r in _spans(w, self.tile):
-                x = m[:, :, t:b, l:r].double()  # the map lives on the CPU: sum it there
+                x = m[:, :, t:b, l:r].double()  # summed where the map lives
                 if shift is None:
                     shift = x.mean()
                 x = x - shift
-                total += x.sum()
-                total_sq += x.square().sum()
+                total += x.sum().cpu()
+                total_sq += x.square().sum().cpu()
                 n += x.numel()
+                self.store.release()
+        shift = shift.cpu()
         mean = total / n
         var = (total_sq / n - mean * mean).clamp_min(0)
         return (mean + shift).view(1, 1, 1), var.view(1, 1, 1)
@@ -149,7 +161,8 @@ class ExactRunner:
         total = torch.zeros(1, c, dtype=torch.float64)
         for t, b in _spans(h, self.tile):
             for l, r in _spans(w, self.tile):
-                total += m[:, :, t:b, l:r].double().sum(dim=(2, 3))
+                total += m[:, :, t:b, l:r].double().sum(dim=(2, 3)).cpu()
+                self.store.release()
         return (total / (h * w)).float()
 
 

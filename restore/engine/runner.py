@@ -23,6 +23,7 @@ from torch import Tensor
 from ..errors import RestoreError
 from .devices import Precision, autocast
 from .exact import ExactRunner, has_global_statistics, supports_exact
+from .maps import MapStore
 from .tiling import Tile, round_up, tile_grid, tile_weights
 
 TILE_AUTO = -1  # the --tile auto sentinel
@@ -40,6 +41,8 @@ class OutOfMemory(RestoreError):
     """Even the smallest tile does not fit in the device's memory."""
 
 
+SPILL_NOTE = ("exact tiling: the feature maps did not fit the RAM budget and went through "
+              "a scratch file (--exact-memory raises the budget)")
 RECOMPUTED_NOTE = ("non-finite values (fp16 overflow?) in reduced precision: recomputed in "
                    "fp32; --precision fp32 avoids the double work")
 
@@ -79,14 +82,17 @@ class Restorer:
     pixels (rounded up to ``size_multiple``). overlap: context per side in input pixels
     (rounded up to ``size_multiple``; None: twice the multiple, at least 16).
     bytes_per_pixel: peak device memory per input pixel of one forward (None: measured
-    with a probe on CUDA, or a conservative guess elsewhere).
+    with a probe on CUDA, or a conservative guess elsewhere). exact_memory: bytes of host
+    RAM exact tiling may keep its whole feature maps in (None: the default of
+    restore.engine.maps); beyond it they go to a scratch file.
     """
 
     def __init__(self, model: Callable[[Tensor], Tensor], *, scale: int, size_multiple: int,
                  device: torch.device, precision: Precision = Precision.FP32,
                  tile: int = 0, overlap: int | None = None, batch: int = 1, tta: bool = False,
                  tile_mode: TileMode | str = TileMode.AUTO, bytes_per_pixel: float | None = None,
-                 progress: Callable[[int], object] | None = None) -> None:
+                 progress: Callable[[int], object] | None = None,
+                 exact_memory: int | None = None) -> None:
         if precision is Precision.AUTO:
             raise ValueError("resolve the precision before building a Restorer")
         if isinstance(model, torch.nn.Module):
@@ -106,6 +112,7 @@ class Restorer:
         self.bytes_per_pixel = bytes_per_pixel
         self._probed = False  # CUDA: bytes_per_pixel measured once, on first use
         self.progress = progress
+        self.exact_memory = exact_memory
         mode = TileMode(tile_mode)
         if mode is TileMode.AUTO:
             mode = (TileMode.EXACT if has_global_statistics(model) and supports_exact(model)
@@ -234,19 +241,22 @@ class Restorer:
 
     def _exact(self, image: Tensor, tile: int, stats: RunStats) -> Tensor:
         bar = self.progress(0) if self.progress else None
-        runner = ExactRunner(self.device, self.precision, tile,
+        store = MapStore(self.device, ram_budget=self.exact_memory)
+        runner = ExactRunner(self.device, self.precision, tile, store=store,
                              progress=(lambda n: bar.update(n)) if bar is not None else None)
         try:
             y = self.model.forward_exact(image.unsqueeze(0), runner)[0]
         finally:
             if bar is not None:
                 bar.close()
+        if store.maps["disk"] and SPILL_NOTE not in stats.notes:
+            stats.notes.append(SPILL_NOTE)
         if not torch.isfinite(y).all():
             if self.precision is Precision.FP32:
                 raise RestoreError("the model produced non-finite values (NaN/Inf) even in fp32")
             stats.fp32_recomputed += 1
             stats.notes.append(RECOMPUTED_NOTE)
-            runner = ExactRunner(self.device, Precision.FP32, tile)
+            runner = ExactRunner(self.device, Precision.FP32, tile, store=store)
             y = self.model.forward_exact(image.unsqueeze(0), runner)[0]
         stats.tile, stats.tile_mode = round_up(tile, self.multiple), "exact"
         stats.tiles += runner.tiles_run
