@@ -82,8 +82,7 @@ def eval_cmd(
     """
     import json
 
-    from tqdm import tqdm
-
+    from .. import progress
     from ..errors import UsageError
     from ..evaluate import (
         Protocol, dataset_name, evaluate_folder, list_images, load_method,
@@ -101,8 +100,7 @@ def eval_cmd(
     results = []
     for folder, count in zip(data, counts, strict=True):
         t0 = time.perf_counter()
-        with tqdm(total=count, desc=dataset_name(folder), unit="img", file=sys.stderr,
-                  disable=None, leave=False) as bar:
+        with progress.bar(count, desc=dataset_name(folder), unit="img", leave=False) as bar:
             result = evaluate_folder(protocol, folder, method, lq_folder=lq, save_dir=save,
                                      on_image=lambda _score: bar.update(1))
         results.append(result)

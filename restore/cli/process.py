@@ -263,7 +263,7 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
                 level: Level | None = None) -> None:
     """Everything the three commands share: plan, load, restore, report, exit code."""
     import torch
-    from tqdm import tqdm
+    from .. import progress
 
     from ..engine import Precision, Restorer, resolve_device, resolve_precision
     from ..errors import RestoreError, UsageError
@@ -326,8 +326,8 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
 
     def tile_bar(total: int):
         # total 0: exact tiling runs many passes over the tiles; the count is not known
-        return tqdm(total=total or None, desc="tiles", unit="tile", leave=False,
-                    disable=True if common.quiet else None, file=sys.stderr)
+        return progress.bar(total or None, desc="tiles", unit="tile", leave=False,
+                            quiet=common.quiet)
 
     restorers = {
         m.name: Restorer(m.module, scale=m.scale, size_multiple=m.size_multiple,
@@ -360,9 +360,9 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
                                      "(rerun with RESTORE_DEBUG=1 for a traceback)")
 
     failed = 0
-    # disable=None: no bars when stderr is not a terminal (logs stay readable)
-    bar = tqdm(total=len(jobs), desc=task.value, unit="img",
-               disable=True if common.quiet or len(jobs) < 2 else None, file=sys.stderr)
+    # no bars when stderr is not a terminal (logs stay readable): restore.progress
+    bar = progress.bar(len(jobs), desc=task.value, unit="img",
+                       quiet=common.quiet or len(jobs) < 2)
     # on a GPU the next images are read and the last one written while the model runs
     # (on a CPU they would take cores from the model: measured no gain, benchmarks/folder.py);
     # results and messages come in the order of the inputs either way
@@ -374,18 +374,18 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
             job = res.job
             bar.update()
             for w in res.warnings:
-                tqdm.write(f"{job.source}: warning: {w}", file=sys.stderr)
+                progress.write(f"{job.source}: warning: {w}")
             if res.status in ("failed", "skipped") and common.json:
                 print(json.dumps({"input": str(job.source), "output": None,
                                   "status": res.status, "reason": res.reason}), flush=True)
             if res.status == "failed":
                 failed += 1
                 reason = res.reason.removeprefix(f"{job.source}: ")
-                tqdm.write(f"{job.source}: error: {reason}", file=sys.stderr)
+                progress.write(f"{job.source}: error: {reason}")
                 continue  # restore_files stops after it with fail_fast
             if res.status == "skipped":
                 if not common.quiet:
-                    tqdm.write(f"{job.source}: skipped: {res.reason}", file=sys.stderr)
+                    progress.write(f"{job.source}: skipped: {res.reason}")
                 continue
             if common.json:
                 print(json.dumps({"input": str(job.source), "output": str(job.target),

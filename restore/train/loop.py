@@ -32,6 +32,7 @@ from ..archs import build
 from ..checkpoint import (drop_recomputed, load_model, load_state_dict, read_checkpoint,
                           unwrap_state_dict)
 from ..errors import CheckpointError, ConfigError, RestoreError
+from .. import progress as bars
 from ..metrics import psnr
 from . import state as ckpt
 from .config import Amp, Loss, Optimizer, Schedule, Task, TrainingConfig, dump_toml
@@ -420,11 +421,8 @@ def train(cfg: TrainingConfig, resume: bool = False, progress: bool = True,
         torch.manual_seed(cfg.run.seed * 1000 + dist_info.rank + 1)
 
     bar = None
-    if dist_info.main and progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=stop, initial=start, unit="it", dynamic_ncols=True,
-                   mininterval=1.0 if os.isatty(2) else 30.0)
+    if dist_info.main and progress and bars.enabled():  # the log has every step anyway
+        bar = bars.bar(stop, initial=start, unit="it", mininterval=1.0)
     t0 = time.monotonic()
     last_ckpt = t0
     step = start
@@ -509,7 +507,8 @@ def train(cfg: TrainingConfig, resume: bool = False, progress: bool = True,
                 window = []
                 _append_jsonl(run_dir / "log.jsonl", row)
                 if bar:
-                    bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}")
+                    nxt = {"next_val": step - step % t.val_every + t.val_every} if t.val_every else {}
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}", **nxt)
             if (final and not interrupted) or (t.val_every and step % t.val_every == 0):
                 validate_and_log(step)
             due = (t.ckpt_every and step % t.ckpt_every == 0) or (
