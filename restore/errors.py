@@ -22,3 +22,32 @@ class UsageError(RestoreError):
 
 class CheckpointError(RestoreError):
     """A checkpoint cannot be read or does not fit the model (names the missing/unexpected keys)."""
+
+
+class DestinationError(RestoreError):
+    """An output folder cannot be created or written to (checked before any model loads)."""
+
+
+# What the operating system's errors mean to a user, in words ("[Errno 20] Not a
+# directory: 'one.png/sub'" says neither which part is wrong nor what to do).
+_OS_WORDS = {
+    "ENOTDIR": "a file is in the way (a part of the path is a file, not a folder)",
+    "EEXIST": "a file is in the way (it exists and is not a folder)",
+    "EACCES": "permission denied",
+    "EPERM": "not permitted here",
+    "EROFS": "the file system is read-only",
+    "ENOSPC": "no space left on the device",
+    "EDQUOT": "the disk quota is exhausted",
+    "ENAMETOOLONG": "the name is too long",
+    "ENOENT": "a folder on the way does not exist",
+    "EISDIR": "it is a folder",
+    "EIO": "an input/output error on the device",
+}
+
+
+def os_error_words(exc: OSError) -> str:
+    """An OSError's reason in words, without its errno number or repeated path."""
+    import errno as _errno
+
+    name = _errno.errorcode.get(exc.errno or -1, "")
+    return _OS_WORDS.get(name) or (exc.strerror.lower() if exc.strerror else str(exc))

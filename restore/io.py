@@ -47,7 +47,7 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import RestoreError, UsageError
+from .errors import RestoreError, UsageError, os_error_words
 
 __all__ = [
     "DEFAULT_MAX_PIXELS", "DEFAULT_QUALITY", "FORMATS", "IMAGE_SUFFIXES", "ImageData",
@@ -76,9 +76,30 @@ DEEP_FORMATS = frozenset({"PNG", "TIFF"})  # the ones that hold 16 bits per samp
 METADATA_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "TIFF"})  # ICC and EXIF
 
 # 2 x PIL.Image.MAX_IMAGE_PIXELS: the largest image Pillow opens with its default bomb
-# limit (about 179 MP, e.g. 16384 x 10922). A larger max_pixels also needs Pillow's limit
-# raised by the application; restore never changes Pillow's global settings.
+# limit (about 179 MP, e.g. 16384 x 10922). RESTORE_MAX_MEGAPIXELS=N raises (or lowers)
+# restore's limit, and then Pillow's with it: the only time restore touches Pillow's
+# global settings, because the user asked for it.
 DEFAULT_MAX_PIXELS = 178_956_970
+MAX_MEGAPIXELS_ENV = "RESTORE_MAX_MEGAPIXELS"
+
+
+def max_pixels_limit() -> int:
+    """The largest image read: $RESTORE_MAX_MEGAPIXELS megapixels, else DEFAULT_MAX_PIXELS."""
+    raw = os.environ.get(MAX_MEGAPIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        limit = int(float(raw) * 1e6)
+    except ValueError:
+        raise UsageError(f"{MAX_MEGAPIXELS_ENV}={raw!r}: give a number of megapixels") from None
+    if limit > 2 * Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit // 2 + 1
+    return limit
+
+
+def _bomb_hint(limit: int) -> str:
+    return (f"the limit is {limit / 1e6:.1f} megapixels, a guard against decompression "
+            f"bombs; {MAX_MEGAPIXELS_ENV}=N raises it to N megapixels")
 DEFAULT_QUALITY = 95
 # At and above this JPEG quality the chroma is kept at full resolution (4:4:4): a restored
 # image is saved to be looked at closely; below it, 4:2:0 as libjpeg does by default.
@@ -164,14 +185,17 @@ def is_image_path(path: str | os.PathLike) -> bool:
 
 # -- reading ---------------------------------------------------------------------------------
 
-def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageData:
+def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> ImageData:
     """Decode the first frame of an image file (see the module docstring for what is kept).
 
     Raises ImageReadError, one line ``"PATH: reason"``, for a missing, empty, unreadable,
     corrupt or truncated file, a file that is not an image, an unsupported mode, and an
-    image of more than ``max_pixels`` pixels (checked from the header, before decoding).
+    image of more than ``max_pixels`` pixels (checked from the header, before decoding;
+    None: ``max_pixels_limit()``).
     """
     path = Path(path)
+    if max_pixels is None:
+        max_pixels = max_pixels_limit()
     _check_readable(path)
     notes: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
@@ -182,14 +206,15 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
                 width, height = im.size
                 if width * height > max_pixels:
                     raise ImageReadError(
-                        f"{path}: too large: {width}x{height} = {width * height:,} pixels, "
-                        f"more than max_pixels = {max_pixels:,}")
+                        f"{path}: too large: {width}x{height} = "
+                        f"{width * height / 1e6:.1f} megapixels ({_bomb_hint(max_pixels)})")
                 data = _decode(im, path, notes)
         except ImageReadError:
             raise
         except Image.DecompressionBombError as exc:
             raise ImageReadError(f"{path}: too large for Pillow's decompression-bomb limit "
-                                 f"(PIL.Image.MAX_IMAGE_PIXELS): {_first_line(exc)}") from None
+                                 f"(PIL.Image.MAX_IMAGE_PIXELS; {MAX_MEGAPIXELS_ENV}=N "
+                                 f"raises it): {_first_line(exc)}") from None
         except UnidentifiedImageError:
             raise ImageReadError(f"{path}: not an image (or a format Pillow cannot read)") \
                 from None
@@ -462,7 +487,9 @@ def write_image(path: str | os.PathLike, pixels: np.ndarray, *, alpha: np.ndarra
         _write_atomically(path, encode)
     except ImageWriteError:
         raise
-    except (OSError, ValueError, TypeError, KeyError, struct.error, zlib.error) as exc:
+    except OSError as exc:  # the disk filled up, say: in words, the same as before a run
+        raise ImageWriteError(f"{path}: cannot write: {os_error_words(exc)}") from None
+    except (ValueError, TypeError, KeyError, struct.error, zlib.error) as exc:
         raise ImageWriteError(f"{path}: cannot write ({_first_line(exc)})") from None
     return WriteResult(path, tuple(notes))
 

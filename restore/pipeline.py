@@ -18,6 +18,7 @@ and JPEG it is kept as is; then it is recombined with the restored colour.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 import time
@@ -28,7 +29,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from .errors import RestoreError, UsageError
+from .errors import DestinationError, RestoreError, UsageError, os_error_words
 from .tasks import Task
 
 
@@ -148,6 +149,25 @@ def _looks_like_file(output: Path, files: Sequence[tuple[Path, Path | None]]) ->
     from .io import is_image_path
 
     return not output.is_dir() and is_image_path(output)
+
+
+def check_destinations(jobs: Sequence[Job]) -> None:
+    """Create every output folder of ``jobs`` and make sure a file can be written in it,
+    before any model loads: DestinationError naming the folder and the reason in words (a
+    file in the way, no permission, a read-only file system, no space)."""
+    import tempfile
+
+    for folder in sorted({j.target.parent for j in jobs}):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".restore-probe-"):
+                pass
+            room = os.statvfs(folder)
+            if room.f_bavail == 0 and room.f_blocks > 0:
+                raise OSError(errno.ENOSPC, "no space")
+        except OSError as exc:
+            raise DestinationError(f"{folder}: cannot write outputs there: "
+                                   f"{os_error_words(exc)}") from None
 
 
 def plan_jobs(files: Sequence[tuple[Path, Path | None]], output: Path | None, suffix: str,
@@ -306,7 +326,7 @@ def _save(job: Job, img, restored: _Restored, opts: ImageOptions,
     OSError (a failure of this file). io_lock: see _restore_overlapped."""
     import numpy as np
 
-    from .io import write_image
+    from .io import ImageWriteError, write_image
 
     t0 = time.perf_counter()
     # numpy, not torch: clip gives the same values as clamp, and the writer thread must not
@@ -317,14 +337,17 @@ def _save(job: Job, img, restored: _Restored, opts: ImageOptions,
         out = _resize(out, round(img.height * opts.outscale), round(img.width * opts.outscale))
     if alpha is not None and (alpha.shape[0], alpha.shape[1]) != out.shape[:2]:
         alpha = _resize(alpha[..., None], out.shape[0], out.shape[1])[..., 0]
-    job.target.parent.mkdir(parents=True, exist_ok=True)
-    prepare = time.perf_counter() - t0
-    with io_lock or contextlib.nullcontext():
-        t1 = time.perf_counter()  # the wait for the lock is not writing
-        written = write_image(job.target, out, alpha=alpha, bit_depth=img.bit_depth,
-                              quality=opts.output_quality, icc_profile=img.icc_profile,
-                              exif=img.exif)
-        seconds = prepare + time.perf_counter() - t1
+    try:
+        job.target.parent.mkdir(parents=True, exist_ok=True)
+        prepare = time.perf_counter() - t0
+        with io_lock or contextlib.nullcontext():
+            t1 = time.perf_counter()  # the wait for the lock is not writing
+            written = write_image(job.target, out, alpha=alpha, bit_depth=img.bit_depth,
+                                  quality=opts.output_quality, icc_profile=img.icc_profile,
+                                  exif=img.exif)
+            seconds = prepare + time.perf_counter() - t1
+    except OSError as exc:  # the disk filled up mid-run, say: nothing partial is left
+        raise ImageWriteError(f"{job.target}: cannot write: {os_error_words(exc)}") from None
     return written, out.shape[:2], seconds
 
 

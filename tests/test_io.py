@@ -405,12 +405,18 @@ def test_read_errors_name_the_file_and_the_reason(tmp_path):
         assert isinstance(err.value, RestoreError)
 
 
-def test_too_large_images_are_refused_before_decoding(tmp_path):
+def test_too_large_images_are_refused_before_decoding(tmp_path, monkeypatch):
     Image.fromarray(_quadrants(30, 40)).save(tmp_path / "big.png")
     with pytest.raises(ImageReadError) as err:
         read_image(tmp_path / "big.png", max_pixels=1000)
-    _check_error(err.value, tmp_path / "big.png", "too large", "40x30", "max_pixels")
+    _check_error(err.value, tmp_path / "big.png", "too large", "40x30 = 0.0 megapixels",
+                 "the limit is 0.0 megapixels", "RESTORE_MAX_MEGAPIXELS=N raises it")
     assert read_image(tmp_path / "big.png", max_pixels=1200).height == 30
+    monkeypatch.setenv("RESTORE_MAX_MEGAPIXELS", "0.001")  # 1000 pixels
+    with pytest.raises(ImageReadError, match="the limit is 0.0 megapixels"):
+        read_image(tmp_path / "big.png")
+    monkeypatch.setenv("RESTORE_MAX_MEGAPIXELS", "0.0012")
+    assert read_image(tmp_path / "big.png").height == 30
     assert rio.DEFAULT_MAX_PIXELS == 2 * Image.MAX_IMAGE_PIXELS
 
 
@@ -508,11 +514,11 @@ def existing(tmp_path):
 def test_a_failing_encoder_leaves_the_old_file_and_no_temporary(existing, monkeypatch):
     def broken_save(self, fp, *args, **kwargs):
         fp.write(b"\x89PNG half an image")
-        raise OSError("No space left on device")
+        raise OSError(28, "No space left on device")
     monkeypatch.setattr(Image.Image, "save", broken_save)
     with pytest.raises(ImageWriteError) as err:
         write_image(existing, np.zeros((4, 4, 3)))
-    _check_error(err.value, existing, "cannot write", "No space left on device")
+    _check_error(err.value, existing, "cannot write: no space left on the device")
     assert existing.read_bytes() == b"the previous image"
     _only_file_left(existing.parent, "out.png")
 
@@ -534,7 +540,7 @@ def test_a_failing_rename_leaves_the_old_file_and_no_temporary(existing, monkeyp
     monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(ImageWriteError) as err:
         write_image(existing, np.zeros((4, 4, 3)))
-    _check_error(err.value, existing, "Permission denied")
+    _check_error(err.value, existing, "cannot write: permission denied")
     assert existing.read_bytes() == b"the previous image"
     _only_file_left(existing.parent, "out.png")
 

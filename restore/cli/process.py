@@ -268,8 +268,8 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
     from ..engine import Precision, Restorer, resolve_device, resolve_precision
     from ..errors import RestoreError, UsageError
     from ..pipeline import (
-        Existing, ImageOptions, OutputFormat, Result, Task, collect_inputs, drop_earlier_outputs,
-        plan_jobs, restore_files, shard,
+        Existing, ImageOptions, OutputFormat, Result, Task, check_destinations, collect_inputs,
+        drop_earlier_outputs, plan_jobs, restore_files, shard,
     )
 
     task = Task(task_name)
@@ -307,6 +307,7 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
         jobs = [j for j in jobs if not j.target.exists()]
     if not jobs:
         return
+    check_destinations(jobs)  # a folder that cannot take the outputs fails before any load
 
     device = resolve_device(common.device)
     if world > 1 and device.type == "cuda" and ":" not in common.device:
@@ -329,6 +330,10 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
         return progress.bar(total or None, desc="tiles", unit="tile", leave=False,
                             quiet=common.quiet)
 
+    smallest = max(m.size_multiple for m in models)
+    if 0 < tile < smallest:
+        _say(common, f"restore: note: --tile {tile} is below the smallest tile the model takes "
+                     f"(one {smallest}-pixel window): using {smallest}")
     restorers = {
         m.name: Restorer(m.module, scale=m.scale, size_multiple=m.size_multiple,
                          device=device, precision=precision, tile=tile,
