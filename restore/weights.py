@@ -340,15 +340,16 @@ def pick_by_level(items: Sequence, level: float | None, span_of=level_range,
     nearest (a level beyond them all goes to the closest model), and the first when the
     level is unknown (None).
 
-    ``channels``: the image's (1 gray, 3 colour). Only the models that take as many input
-    channels (``item.in_chans``) compete, where there is one: a gray image goes to a gray
-    model, and through a colour one (as RGB) when the task has none."""
+    ``channels``: the image's (1 gray, 3 colour). Models that take as many input channels
+    (``item.in_chans``) come first: a gray image goes to a gray model whose range holds its
+    level, else to a colour model whose range does (as RGB), else to the nearest gray one;
+    a colour image never goes to a gray model while there is a colour one."""
     if not items:
         raise ValueError("no models to pick from")
-    if channels is not None:
-        items = [i for i in items if i.in_chans == channels] or list(items)
+    same = list(items) if channels is None else (
+        [i for i in items if i.in_chans == channels] or list(items))
     if level is None or len(items) == 1:
-        return items[0]
+        return same[0]
 
     def distance(item) -> float:
         span = span_of(item)
@@ -356,7 +357,10 @@ def pick_by_level(items: Sequence, level: float | None, span_of=level_range,
             return math.inf
         return max(span[0] - level, 0.0, level - span[1])
 
-    return min(items, key=distance)  # min keeps the first of equals
+    holding = [i for i in same if distance(i) == 0]
+    if not holding and channels == 1:  # gray through a colour model made for this level
+        holding = [i for i in items if distance(i) == 0]
+    return holding[0] if holding else min(same, key=distance)  # min keeps the first of equals
 
 
 def _unknown(what: str, name: str, names: list[str], hint: str) -> str:

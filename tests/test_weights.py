@@ -267,7 +267,10 @@ def test_pick_by_level_sends_an_image_to_a_model_of_its_channels():
     items = [colour, colour_hi, gray]
     pick = weights.pick_by_level
     assert pick(items, 30, channels=3).name == "c" and pick(items, 95, channels=3).name == "c-hi"
-    assert pick(items, 30, channels=1).name == "g" and pick(items, 95, channels=1).name == "g"
+    assert pick(items, 30, channels=1).name == "g"
+    assert pick(items, 95, channels=1).name == "c-hi"  # no gray model for 95: the colour one
+    assert pick([colour, gray], 95, channels=1).name == "g"  # none for 95: the nearest gray
+    assert pick([gray, colour_hi], 30, channels=3).name == "c-hi"  # never gray for colour
     assert pick(items, None, channels=1).name == "g"  # the first gray one
     assert pick(items, 30).name == "c"  # channels not given: as before
     assert pick([colour, colour_hi], 95, channels=1).name == "c-hi"  # no gray model: colour
