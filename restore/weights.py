@@ -82,7 +82,7 @@ SCHEMA = 1
 TASK_KEYS = ("sr-x2", "sr-x3", "sr-x4", "denoise", "jpeg")
 # restore.archs.FAMILIES, spelled out so that parsing does not import torch (a test keeps
 # the two equal).
-FAMILIES = ("swinir", "hat", "hat_iln")
+FAMILIES = ("swinir", "hat", "hat_iln", "drct")
 NORMS = ("layernorm", "iln")
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")

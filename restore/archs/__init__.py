@@ -1,8 +1,9 @@
-"""Architectures: SwinIR and HAT, each with LayerNorm or i-LN.
+"""Architectures: SwinIR, HAT and DRCT, each with LayerNorm or i-LN.
 
-``build(family, **kwargs)`` is the public entry point: ``family`` is "swinir", "hat" or
-"hat_iln" (HAT with i-LN, the authors' name), and kwargs are the reference constructor
-arguments (see ``SwinIRConfig`` / ``HATConfig``), plus ``norm`` ("layernorm" or "iln").
+``build(family, **kwargs)`` is the public entry point: ``family`` is "swinir", "hat",
+"hat_iln" (HAT with i-LN, the authors' name) or "drct", and kwargs are the reference
+constructor arguments (see ``SwinIRConfig`` / ``HATConfig`` / ``DRCTConfig``), plus ``norm``
+("layernorm" or "iln").
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..norms import NormKind
-from .config import HATConfig, SwinIRConfig, TransformerConfig
+from .config import DRCTConfig, HATConfig, SwinIRConfig, TransformerConfig
+from .drct import DRCT
 from .hat import HAT
 from .swinir import SwinIR
 
-__all__ = ["FAMILIES", "HAT", "HATConfig", "SwinIR", "SwinIRConfig", "build", "build_from_config",
-           "make_config"]
+__all__ = ["DRCT", "DRCTConfig", "FAMILIES", "HAT", "HATConfig", "SwinIR", "SwinIRConfig", "build",
+           "build_from_config", "make_config"]
 
-FAMILIES = ("swinir", "hat", "hat_iln")
+FAMILIES = ("swinir", "hat", "hat_iln", "drct")
 
 
 def make_config(family: str, **kwargs: Any) -> TransformerConfig:
@@ -35,6 +37,8 @@ def make_config(family: str, **kwargs: Any) -> TransformerConfig:
             raise ConfigError(f"family 'hat_iln' is HAT with i-LN; norm={norm!r} contradicts it "
                               "(use family 'hat' for LayerNorm)")
         return HATConfig.from_kwargs(norm=NormKind.ILN, **kwargs)
+    if family == "drct":
+        return DRCTConfig.from_kwargs(**kwargs)
     raise ConfigError(f"unknown architecture family {family!r} (valid: {', '.join(FAMILIES)})")
 
 
@@ -42,6 +46,8 @@ def build_from_config(config: TransformerConfig) -> nn.Module:
     """The model for a config (randomly initialized, train mode as any new nn.Module)."""
     if isinstance(config, HATConfig):
         return HAT(config)
+    if isinstance(config, DRCTConfig):
+        return DRCT(config)
     if isinstance(config, SwinIRConfig):
         return SwinIR(config)
     raise ConfigError(f"not an architecture config: {type(config).__name__}")

@@ -254,3 +254,65 @@ class HATConfig(TransformerConfig):
                 f"overlap_ratio={self.overlap_ratio} with window_size={self.window_size} gives "
                 f"an odd overlap ({ows - self.window_size}); OCAB needs an even one")
 
+
+# DRCT's residual dense group (RDG), as the reference builds it whatever ``depths`` says.
+DRCT_BLOCKS = 5  # Swin blocks per group
+
+
+@dataclass(frozen=True)
+class DRCTConfig(TransformerConfig):
+    """DRCT (Hsu, Lee and Chen, CVPR workshops 2024). Reference: ming053l/DRCT
+    ``drct/archs/DRCT_arch.py``.
+
+    ``gc``: the channels each block's 1x1 conv adds to the group's dense concatenation
+    (block k of a group sees ``embed_dim + (k - 1) * gc`` channels). ``depths`` only sets
+    the drop-path rates (every group holds five blocks, see ``DRCT_BLOCKS``);
+    ``num_heads[i]`` is the first block's head count, the others follow the reference's
+    rule (``block_heads``). ``compress_ratio``, ``squeeze_factor``, ``conv_scale`` and
+    ``overlap_ratio`` are taken because the reference constructor (and its configs) take
+    them, and are unused: DRCT builds no CAB or OCAB.
+
+    The reference has only the pixelshuffle upsampler (any other value returns the input
+    unchanged); upsampler='' adds a scale-1 head for denoising/JPEG (global residual on
+    the input, as SwinIR and our HAT do it).
+    """
+
+    family: ClassVar[str] = "drct"
+
+    gc: int = 32
+    compress_ratio: int = 3
+    squeeze_factor: int = 30
+    conv_scale: float = 0.01
+    overlap_ratio: float = 0.5
+
+    _allowed_resi: ClassVar[tuple[ResiConnection, ...]] = (
+        ResiConnection.ONECONV, ResiConnection.IDENTITY)
+    _allowed_upsamplers: ClassVar[tuple[Upsampler, ...]] = (
+        Upsampler.PIXELSHUFFLE, Upsampler.NONE)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
+        set_("gc", _int("gc", self.gc))
+        set_("compress_ratio", _int("compress_ratio", self.compress_ratio))
+        set_("squeeze_factor", _int("squeeze_factor", self.squeeze_factor))
+        set_("conv_scale", _float("conv_scale", self.conv_scale, minimum=0.0))
+        set_("overlap_ratio", _float("overlap_ratio", self.overlap_ratio, minimum=0.0))
+        for i in range(len(self.num_heads)):
+            for k, (c, h) in enumerate(zip(self.block_dims(), self.block_heads(i)), start=1):
+                if c % h:
+                    raise ConfigError(
+                        f"num_heads[{i}]={self.num_heads[i]} with embed_dim={self.embed_dim} "
+                        f"and gc={self.gc}: block {k} of group {i} has {c} channels, which the "
+                        f"reference's {h} heads (num_heads - channels % num_heads) do not divide")
+
+    def block_dims(self) -> tuple[int, ...]:
+        """Channels each of a group's five blocks sees (the dense concatenation so far)."""
+        return tuple(self.embed_dim + k * self.gc for k in range(DRCT_BLOCKS))
+
+    def block_heads(self, group: int) -> tuple[int, ...]:
+        """Heads of each block of ``group``: ``num_heads[group]`` for the first, and the
+        reference's ``num_heads - channels % num_heads`` for the others (e.g. 180 channels,
+        gc 32, 6 heads: 6, 4, 2, 6, 4)."""
+        h = self.num_heads[group]
+        return (h,) + tuple(h - c % h for c in self.block_dims()[1:])

@@ -29,12 +29,17 @@ class SwinBlock(nn.Module):
     """x + denorm(attn(norm1(x))), then x + denorm(mlp(norm2(x))).
 
     With LayerNorm the denorm is the identity: the vanilla Swin block.
+    ``dim`` and ``mlp_ratio`` default to the config's; DRCT's dense blocks (restore.archs.drct)
+    see more channels than ``embed_dim`` and some use another MLP ratio.
     """
 
     def __init__(self, cfg: TransformerConfig, num_heads: int, shift: int,
-                 drop_path: float) -> None:
+                 drop_path: float, *, dim: int | None = None,
+                 mlp_ratio: float | None = None) -> None:
         super().__init__()
-        dim, ws = cfg.embed_dim, cfg.window_size
+        dim = cfg.embed_dim if dim is None else dim
+        mlp_ratio = cfg.mlp_ratio if mlp_ratio is None else mlp_ratio
+        ws = cfg.window_size
         self.window_size = ws
         self.shift_size = shift
         self.norm1 = make_block_norm(cfg.norm, dim, cfg.eps)
@@ -42,7 +47,7 @@ class SwinBlock(nn.Module):
                                     cfg.attn_drop_rate, cfg.drop_rate)
         self.drop_path = DropPath(drop_path)
         self.norm2 = make_block_norm(cfg.norm, dim, cfg.eps)
-        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.drop_rate)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), cfg.drop_rate)
 
     def attention(self, x: Tensor, hw: tuple[int, int], rpi: Tensor, mask: Tensor | None) -> Tensor:
         """(shifted) window attention of normalized tokens x (B, H*W, C)."""
@@ -338,7 +343,10 @@ def forward_exact(model: nn.Module, x: Tensor, run, layer_blocks) -> Tensor:
         return run_head(model, up, xi, sh, deep)
 
     y = run.local(head, [t, shallow, xin], halo=head_halo, scale=model.scale, result=True)
-    return model.input_norm.inverse(y)[:, :, : h * model.scale, : w * model.scale]
+    del t, shallow, xin  # the body's maps are done with: free them before the output
+    norm = model.input_norm  # its inverse, in place: the output is the largest map of all
+    y.mul_(norm.std.to(y) / norm.img_range).add_(norm.mean.to(y))
+    return y[:, :, : h * model.scale, : w * model.scale]
 
 
 def _init_weights(m: nn.Module) -> None:
