@@ -2,7 +2,7 @@
 
     python benchmarks/tiling.py [--model NAME|FILE] [--size 512 | --size 4000x3000]
         [--task sr|denoise] [--scale 4] [--photo] [--runs whole,independent:128,exact:128]
-        [--exact-memory 1.5G] [--device cpu] [--repeat 3] [--warmup 1]
+        [--exact-memory 1.5G] [--whole-limit 14G] [--device cpu] [--repeat 3] [--warmup 1]
 
 ``--photo`` makes the input a mosaic of the Kodak24 photos (../shared/data) instead of
 uniform noise, with Gaussian noise of sigma 25 for ``--task denoise``. ``--exact-memory``
@@ -38,9 +38,11 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     from restore.engine import Precision, Restorer, resolve_device
-
     from restore.engine.maps import parse_size
 
+    if args.tile == 0 and args.whole_limit:  # fail cleanly (MemoryError) rather than OOM
+        cap = parse_size(args.whole_limit)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     torch.manual_seed(0)
     device = resolve_device(args.device)
     model = load(args.model, args.task, args.scale)
@@ -58,6 +60,8 @@ def child(args: argparse.Namespace) -> None:
             torch.cuda.synchronize()
         t = time.perf_counter()
         y, st = r(x)
+        if args.tile == 0 and st.oom_retries:  # the engine fell back to tiles: not whole
+            sys.exit(f"out of memory for the whole image ({st.notes[0]})")
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
@@ -126,6 +130,8 @@ def main() -> None:
     p.add_argument("--photo", action="store_true", help="a Kodak24 mosaic, not noise")
     p.add_argument("--exact-memory", help="RAM cap for exact tiling's maps, e.g. 1.5G")
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--whole-limit", help="address-space cap of the whole-image run, e.g. 14G "
+                                        "(it then fails cleanly instead of meeting the OOM killer)")
     p.add_argument("--runs", default="whole,independent:128,exact:128")
     p.add_argument("--overlap", type=int, default=16)
     p.add_argument("--device", default="cpu")
@@ -162,6 +168,7 @@ def main() -> None:
                    "--repeat", str(args.repeat), "--warmup", str(args.warmup)]
             cmd += (["--model", args.model] if args.model else [])
             cmd += (["--exact-memory", args.exact_memory] if args.exact_memory else [])
+            cmd += (["--whole-limit", args.whole_limit] if args.whole_limit else [])
             res = subprocess.run(cmd, capture_output=True, text=True)
             if res.returncode and tile == 0:  # the whole image may not fit: say so, go on
                 last = (res.stderr.strip().splitlines() or [f"exit code {res.returncode}"])[-1]

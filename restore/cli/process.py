@@ -53,7 +53,7 @@ TileModeOpt = Annotated[str, typer.Option(
 ExactMemory = Annotated[Optional[str], typer.Option(
     "--exact-memory",
     help="Host RAM that exact tiling may keep its whole-image feature maps in, e.g. 4G or "
-         "800M (default: a quarter of the free memory, at most 1.5G); beyond it they go to "
+         "800M (default: a quarter of the free memory, at most 1G); beyond it they go to "
          "a scratch file in $TMPDIR, removed as they are freed.")]
 Batch = Annotated[int, typer.Option(min=1, help="Independent tiles per forward pass.")]
 Outscale = Annotated[Optional[float], typer.Option(

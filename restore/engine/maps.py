@@ -32,10 +32,10 @@ import torch
 from torch import Tensor
 
 GIB = 1 << 30
-# Host RAM for maps when no cap is given: a quarter of the free memory, at most 1.5 GiB
+# Host RAM for maps when no cap is given: a quarter of the free memory, at most 1 GiB
 # (beyond it, maps go to the page cache through the scratch file at a small cost in time:
 # see benchmarks/exact_memory.py).
-DEFAULT_RAM_CAP = 3 * GIB // 2
+DEFAULT_RAM_CAP = GIB
 DEVICE_SHARE = 0.5  # of the device's free memory at the start, for maps (the rest: tiles)
 
 
