@@ -151,3 +151,27 @@ def test_map_store_frees_its_count_with_the_map_and_names_a_bad_scratch_folder(t
     assert parse_size("2GiB") == 2 << 30 and parse_size("0") == 0
     with pytest.raises(ValueError, match="not a size"):
         parse_size("lots")
+
+
+@pytest.mark.parametrize("name", ["swinir_iln_x3", "hat_iln_x2"])
+def test_the_tile_bar_knows_its_total_before_exact_tiling_starts(name):
+    """passes x tiles per pass, counted from a one-window probe: the bar ends at 100%."""
+    model = MODELS[name]()
+    bars = []
+
+    class Bar:
+        def __init__(self, total):
+            self.total, self.done = total, 0
+            bars.append(self)
+
+        def update(self, n):
+            self.done += n
+
+        def close(self):
+            pass
+
+    for h, w in ((37, 29), (16, 40)):
+        r = Restorer(model, scale=model.scale, size_multiple=8, device=CPU, tile=16,
+                     tile_mode="exact", progress=Bar)
+        _, st = r(torch.rand(3, h, w))
+        assert bars[-1].total == bars[-1].done == st.tiles > 0

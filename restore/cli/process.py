@@ -325,8 +325,7 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
     for m in models:
         m.module.to(device)
 
-    def tile_bar(total: int):
-        # total 0: exact tiling runs many passes over the tiles; the count is not known
+    def tile_bar(total: int):  # exact tiling: passes x tiles, counted before it starts
         return progress.bar(total or None, desc="tiles", unit="tile", leave=False,
                             quiet=common.quiet)
 

@@ -239,8 +239,30 @@ class Restorer:
                 raise RestoreError("the model produced non-finite values (NaN/Inf) even in fp32")
         return y.cpu()
 
+    def _exact_passes(self, channels: int) -> int:
+        """How many tile passes the model's exact forward makes over a map (measured once,
+        on a one-window image, where every pass is one tile)."""
+        if getattr(self, "_passes", None) is None:
+            m = self.multiple
+            probe = ExactRunner(torch.device("cpu"), Precision.FP32, m,
+                                store=MapStore(torch.device("cpu"), ram_budget=1 << 30))
+            device = next(self.model.parameters()).device
+            self.model.to("cpu")
+            try:
+                with torch.inference_mode():
+                    self.model.forward_exact(torch.zeros(1, channels, m, m), probe)
+            finally:
+                self.model.to(device)
+            self._passes = probe.tiles_run
+        return self._passes
+
     def _exact(self, image: Tensor, tile: int, stats: RunStats) -> Tensor:
-        bar = self.progress(0) if self.progress else None
+        bar = None
+        if self.progress:  # passes x tiles per pass: known before the first tile
+            c, h, w = image.shape
+            side = round_up(tile, self.multiple)
+            bar = self.progress(self._exact_passes(c) * math.ceil(round_up(h, self.multiple) / side)
+                                * math.ceil(round_up(w, self.multiple) / side))
         store = MapStore(self.device, ram_budget=self.exact_memory)
         runner = ExactRunner(self.device, self.precision, tile, store=store,
                              progress=(lambda n: bar.update(n)) if bar is not None else None)
