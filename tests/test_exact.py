@@ -94,8 +94,9 @@ def test_moments_gathered_in_the_tile_pass_match_a_separate_pass():
         run = ExactRunner(CPU, Precision.FP32, tile)
         out, (mean, var) = run.local(lambda a: a * 1.0, [m], moments=True)
         assert torch.equal(out, m)
+        # fp32 per tile around its own mean (as the whole-image i-LN), fp64 across tiles
         assert abs(mean.item() - ref.mean().item()) < 1e-6
-        assert abs(var.item() - ref.var(unbiased=False).item()) / ref.var().item() < 1e-9
+        assert abs(var.item() - ref.var(unbiased=False).item()) / ref.var().item() < 1e-6
     # Chan's combination of unequal parts is the moments of the union.
     a, b = torch.randn(100).double() + 5, torch.randn(7).double() * 10
     mean, var = combine_moments([(100, a.mean(), a.var(unbiased=False)),

@@ -6,7 +6,7 @@ CI=true, "dev" otherwise, "deep" with HYPOTHESIS_PROFILE=deep for a long local s
 The "sharp" models scale their query/key projections so that attention logits reach the
 hundreds, as trained models' do: then the reference's finite shift mask (-100) lets masked
 tokens leak into a window, and a tile at the image border must see the same leaked tokens
-as the whole image (restore.engine.exact._rows). Random models at their initial scale never
+as the whole image (restore.engine.exact._wrap_parts). Random models at their initial scale never
 reach that, which is how the kodim05 defect slipped past the older tests.
 """
 
@@ -23,7 +23,7 @@ from hypothesis import given, strategies as st
 from restore.archs import build
 from restore.checkpoint import load_model, load_state_dict
 from restore.engine import Restorer
-from restore.engine.exact import _rows
+from restore.engine.exact import _wrap_parts
 from restore.io import read_image
 
 from shared_paths import BENCHMARKS, FIXTURES, REPO, require
@@ -122,22 +122,22 @@ def test_the_sharp_models_do_leak_across_the_shift_mask(name):
 
     model = _model(name)
     x = torch.rand(3, 56, 40, generator=torch.Generator().manual_seed(0))
-    real = exact._rows
-    exact._rows = lambda lo, hi, n, wrap: real(lo, hi, n, 0)
+    real = exact._wrap_parts
+    exact._wrap_parts = lambda lo, hi, n, wrap: real(lo, hi, n, 0)
     try:
         with pytest.raises(AssertionError, match="exact-tiled differs"):
             _assert_exact(model, x, 16)
     finally:
-        exact._rows = real
+        exact._wrap_parts = real
     _assert_exact(model, x, 16)
 
 
-def test_rows_read_the_opposite_border_into_the_halo():
-    assert _rows(8, 40, 64, 4) == slice(8, 40)  # interior: as it is
-    assert _rows(0, 64, 64, 4) == slice(0, 64)  # the whole axis: as it is
-    assert _rows(0, 24, 64, 0) == slice(0, 24)  # no shift: as it is
-    assert _rows(0, 24, 64, 4).tolist() == list(range(20)) + [60, 61, 62, 63]
-    assert _rows(40, 64, 64, 4).tolist() == [0, 1, 2, 3] + list(range(44, 64))
+def test_crops_read_the_opposite_border_into_the_halo():
+    assert _wrap_parts(8, 40, 64, 4) == [(8, 40)]  # interior: as it is
+    assert _wrap_parts(0, 64, 64, 4) == [(0, 64)]  # the whole axis: as it is
+    assert _wrap_parts(0, 24, 64, 0) == [(0, 24)]  # no shift: as it is
+    assert _wrap_parts(0, 24, 64, 4) == [(0, 20), (60, 64)]  # positions 0..19, 60..63
+    assert _wrap_parts(40, 64, 64, 4) == [(0, 4), (44, 64)]  # positions 0..3, 44..63
 
 
 # The defect as it was reported: the shipped x4 model, fp32 CPU, kodim05 crops at tile 64
