@@ -1,7 +1,8 @@
 """Inference throughput of x4 SR models on the CPU or a GPU: time, FLOP/s and utilization.
 
     python benchmarks/throughput.py [--device cpu|cuda] [--sizes 256,1024]
-        [--models swinir-s-iln,swinir-s-ln,hat-mini-iln,hat-mini-ln] [--model FILE ...]
+        [--models swinir-s-iln,swinir-s-ln,hat-mini-iln,hat-mini-ln,drct-iln,...]
+        [--model FILE ...]
         [--precision fp32,bf16,fp16] [--modes whole,independent:256,exact:256]
         [--overlap 16] [--repeat 5] [--warmup 2] [--timeout 0] [--peak-tflops X]
         [--json FILE]
@@ -24,7 +25,16 @@ Models (--models, NAME-ln for LayerNorm, NAME-iln for i-LN; random weights, seed
                depths 6x6, 6 heads, window 16, compress 24, squeeze 24, overlap 0.5, mlp 2,
                pixelshuffle (4.62M params)
     swinir-m, hat-s, hat   presets swinir-m-x4, hat-s-x4, hat-x4 (the large ones)
-  The preset's config is used with norm set, stdnorm/eps at that norm's defaults (LN:
+    drct       weights.toml preset drct-x4: DRCT, embed 180, 6 groups of 5 Swin blocks
+               with dense connections (gc 32), 6 heads, window 16, mlp 2, pixelshuffle
+               (14.1M params)
+    drct-l     preset drct-l-x4: DRCT-L, as drct with 12 groups (27.6M params)
+    swinir-t   the [model.arch] of configs/sr-x4-iln-t.toml: the shipped tiny SwinIR
+               (embed 32, depths 2x4, 4 heads, window 8, pixelshuffledirect; 0.137M)
+    drct-t     the [model.arch] of configs/sr-x4-drct-iln-t.toml: DRCT at that size
+               (embed 26, gc 6, 2 groups of 5 blocks, 2 heads, window 8,
+               pixelshuffledirect; 0.135M)
+  The config is used with norm set, stdnorm/eps at that norm's defaults (LN:
   no stdnorm, eps 1e-5; i-LN: stdnorm, eps 1e-4) and drop_path_rate 0, in eval mode.
   --model FILE (repeatable) times a trained model instead: a restore .safetensors
   checkpoint (restore.checkpoint.load_model) or a weights.toml model name.
@@ -68,8 +78,10 @@ import sys
 from pathlib import Path
 
 SCALE = 4
+# benchmark name -> a weights.toml preset, or a training config (its [model.arch])
 ARCHS = {"swinir-s": "swinir-s-x4", "hat-mini": "hat-mini-x4", "swinir-m": "swinir-m-x4",
-         "hat-s": "hat-s-x4", "hat": "hat-x4"}  # benchmark name -> weights.toml preset
+         "hat-s": "hat-s-x4", "hat": "hat-x4", "drct": "drct-x4", "drct-l": "drct-l-x4",
+         "swinir-t": "configs/sr-x4-iln-t.toml", "drct-t": "configs/sr-x4-drct-iln-t.toml"}
 NORMS = {"ln": "layernorm", "iln": "iln"}
 PRECISIONS = ("fp32", "bf16", "fp16")
 MODES = ("whole", "independent", "exact")
@@ -103,13 +115,20 @@ def load(name: str):
         from restore.archs import build
 
         arch, _, norm = name.rpartition("-")
-        preset = weights.load_registry().preset(ARCHS[arch])
-        cfg = preset.config_dict()
+        source = ARCHS[arch]
+        if source.endswith(".toml"):
+            from restore.train.config import load_config
+
+            m = load_config(Path(__file__).resolve().parents[1] / source).model
+            family, cfg = m.family, dict(m.arch)
+        else:
+            preset = weights.load_registry().preset(source)
+            family, cfg = preset.family, preset.config_dict()
         cfg.pop("stdnorm", None)
         cfg.pop("eps", None)
         cfg.update(norm=NORMS[norm], drop_path_rate=0.0)
         torch.manual_seed(0)
-        return build(preset.family, **cfg).eval()
+        return build(family, **cfg).eval()
     if Path(name).exists():
         from restore.checkpoint import load_model
 

@@ -12,6 +12,7 @@ anything but tensors and plain containers is refused, never executed.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -85,6 +86,67 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Tensor]:
 def drop_recomputed(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """The state dict without the buffers the model recomputes from its config."""
     return {k: v for k, v in state.items() if not k.endswith(RECOMPUTED_SUFFIXES)}
+
+
+def infer_architecture(state: Mapping[str, Tensor]) -> tuple[str, dict] | None:
+    """The (family, reference constructor arguments) of an unwrapped state dict, read from
+    its key names and shapes, or None for a layout it does not know.
+
+    Only DRCT is recognized (keys ``layers.<g>.swin1`` .. ``swin5``, ``adjust1`` ..
+    ``adjust5``, which no other family has): its published files come with no config, and
+    every argument that changes the weights shows in them. Read: in_chans and embed_dim
+    (conv_first), the number of groups, gc (adjust1), window_size (the relative position
+    bias table: (2w - 1)^2 rows) and each group's num_heads (its columns in swin1),
+    mlp_ratio (swin1's fc1), qkv_bias, patch_norm, norm (LayerNorm weight/bias or i-LN
+    gamma/beta), resi_connection (conv_after_body), the upsampler and scale (its convs), and
+    img_size from the shifted blocks' attn_mask buffer where the file has one (64 where
+    not). What the weights do not show is set to the published configs' value: img_range 1
+    (pass img_range=255 for a model trained on 0..255), depths 6 per group and
+    drop_path_rate 0 (depths only spread the drop-path rates, unused at inference).
+    SwinIR and HAT files are not guessed: their releases differ in what the weights do not
+    show (img_range, the training patch size), so they are imported with a preset.
+    """
+    import math
+
+    prefix = "layers.0.swin1."
+    if f"{prefix}attn.relative_position_bias_table" not in state \
+            or "layers.0.adjust1.weight" not in state or "conv_first.weight" not in state:
+        return None
+    groups = 0
+    while f"layers.{groups}.swin1.attn.relative_position_bias_table" in state:
+        groups += 1
+    embed_dim, in_chans = (int(n) for n in state["conv_first.weight"].shape[:2])
+    rows = int(state[f"{prefix}attn.relative_position_bias_table"].shape[0])
+    window = (math.isqrt(rows) + 1) // 2
+    if (2 * window - 1) ** 2 != rows:
+        raise CheckpointError(f"{prefix}attn.relative_position_bias_table has {rows} rows, "
+                              "not (2 * window_size - 1)^2 for any window size")
+    cfg: dict = {
+        "in_chans": in_chans, "embed_dim": embed_dim, "window_size": window,
+        "gc": int(state["layers.0.adjust1.weight"].shape[0]),
+        "num_heads": [int(state[f"layers.{g}.swin1.attn.relative_position_bias_table"].shape[1])
+                      for g in range(groups)],
+        "depths": [6] * groups, "drop_path_rate": 0.0, "img_range": 1.0,
+        "mlp_ratio": int(state[f"{prefix}mlp.fc1.weight"].shape[0]) / embed_dim,
+        "qkv_bias": f"{prefix}attn.qkv.bias" in state,
+        "patch_norm": any(k.startswith("patch_embed.norm.") for k in state),
+        "norm": "iln" if f"{prefix}norm1.gamma" in state else "layernorm",
+        "resi_connection": "1conv" if "conv_after_body.weight" in state else "identity",
+    }
+    mask = state.get("layers.0.swin2.attn_mask")
+    side = math.isqrt(int(mask.shape[0])) if mask is not None and mask.dim() == 3 else 0
+    cfg["img_size"] = side * window if side > 1 and side * side == mask.shape[0] else 64
+    if "conv_before_upsample.0.weight" in state:
+        steps = [int(state[k].shape[0]) // int(state["conv_last.weight"].shape[1])
+                 for k in sorted(k for k in state if re.fullmatch(r"upsample\.\d+\.weight", k))]
+        scale = 3 if steps == [9] else 2 ** len(steps)
+        cfg.update(upsampler="pixelshuffle", upscale=scale)
+    elif "upsample.0.weight" in state:  # one conv to scale^2 * in_chans, then PixelShuffle
+        scale = math.isqrt(int(state["upsample.0.weight"].shape[0]) // in_chans)
+        cfg.update(upsampler="pixelshuffledirect", upscale=scale)
+    else:
+        cfg.update(upsampler="", upscale=1)
+    return "drct", cfg
 
 
 def _listing(keys: list[str]) -> str:

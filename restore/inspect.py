@@ -9,8 +9,11 @@ training run (``load_runs``, from the ``stats.jsonl`` that ``restore train`` wri
 Statistics of a block
 ---------------------
 A *block* is a module whose qualified name ends in ``blocks.<n>`` (the Swin blocks of
-SwinIR, the HABs of HAT). Its output is read as tokens x of shape (B, N, C) (a (B, C, H, W)
-output is flattened to N = H*W tokens of C channels). Per block:
+SwinIR, the HABs of HAT) or ``swin<n>`` (the five Swin blocks of each DRCT group, keys
+``layers.<g>.swin1`` .. ``swin5``: ``BLOCK_NAME``). Its output is read as tokens x of shape
+(B, N, C) (a (B, C, H, W) output is flattened to N = H*W tokens of C channels); in DRCT, C
+grows within a group (block k sees ``embed_dim + (k - 1) * gc`` channels), so each block
+has its own ln C. Per block:
 
 - ``mean_abs``: mean of |x| over all tokens and channels;
 - ``max_abs``: max of |x|;
@@ -107,7 +110,8 @@ __all__ = [
 
 FP16_MAX = 65504.0  # the largest finite float16
 FP16_MARGIN = 16.0  # assumption: see the module docstring
-BLOCK_NAME = re.compile(r"(^|\.)blocks\.\d+$")
+# SwinIR/HAT: layers.<g>.residual_group.blocks.<n>; DRCT: layers.<g>.swin<n>
+BLOCK_NAME = re.compile(r"(^|\.)(blocks\.\d+|swin\d+)$")
 RUN_STATS = ("max_abs", "mean_abs", "entropy")  # what `inspect run --stat` may show
 N_LARGEST = 5
 
@@ -713,8 +717,9 @@ def _save(fig, path: Path) -> Path:
 
 
 def _short(layer: str) -> str:
-    """"layers.3.residual_group.blocks.1" -> "3.1" (group.block); other names unchanged."""
-    m = re.search(r"layers\.(\d+)\..*blocks\.(\d+)$", layer)
+    """"layers.3.residual_group.blocks.1" -> "3.1" (group.block), DRCT's "layers.3.swin2" ->
+    "3.2"; other names unchanged."""
+    m = re.search(r"layers\.(\d+)\.(?:.*\.)?(?:blocks\.|swin)(\d+)$", layer)
     return f"{m.group(1)}.{m.group(2)}" if m else layer
 
 

@@ -1094,10 +1094,15 @@ def import_checkpoint(path: str | os.PathLike, name: str, *, family: str | None 
     ``family`` is a preset name (``restore models presets`` shows them; see weights.toml
     [presets]) or an architecture family with ``config`` (reference constructor arguments;
     with a preset, ``config`` overrides some of its values). Without either, the file must
-    be a restore safetensors file that records its architecture.
+    be a restore safetensors file that records its architecture, or a DRCT checkpoint,
+    whose architecture is read from its keys and shapes
+    (``restore.checkpoint.infer_architecture``; ``config`` overrides what it reads).
     """
     from .archs import build
-    from .checkpoint import META_FORMAT, load_state_dict, read_checkpoint, read_metadata, save_model
+    from .checkpoint import (
+        META_FORMAT, infer_architecture, load_state_dict, read_checkpoint, read_metadata,
+        save_model,
+    )
     from .errors import CheckpointError
 
     src = Path(path).expanduser()
@@ -1117,14 +1122,19 @@ def import_checkpoint(path: str | os.PathLike, name: str, *, family: str | None 
             raise UsageError(f"family {family!r} needs --config (the reference constructor "
                              "arguments), or use a preset: " + ", ".join(sorted(reg.presets)))
         fam, cfg = family, dict(config)
-    else:
+    state = read_checkpoint(src)  # weights_only: code in the pickle is refused
+    inferred = False
+    if preset is None and family is None:
         meta = read_metadata(src) if src.suffix == ".safetensors" and src.is_file() else {}
-        if meta.get("format") != META_FORMAT:
+        if meta.get("format") == META_FORMAT:
+            fam, cfg = meta["family"], {**json.loads(meta["config"]), **(config or {})}
+        elif (found := infer_architecture(state)) is not None:
+            fam, cfg, inferred = found[0], {**found[1], **(config or {})}, True
+        else:
             raise UsageError(f"{src}: say which architecture it holds with --family PRESET "
                              f"(one of {', '.join(sorted(reg.presets))}) or --family "
-                             f"{'/'.join(FAMILIES)} --config ...")
-        fam, cfg = meta["family"], {**json.loads(meta["config"]), **(config or {})}
-    state = read_checkpoint(src)  # weights_only: code in the pickle is refused
+                             f"{'/'.join(FAMILIES)} --config ... (restore reads the "
+                             "architecture from the keys of DRCT files only)")
     model = build(fam, **cfg)
     load_state_dict(model, state)  # strict: names missing / unexpected / mis-shaped keys
     full_cfg = model.config.to_kwargs()
@@ -1143,8 +1153,10 @@ def import_checkpoint(path: str | os.PathLike, name: str, *, family: str | None 
         name, family=fam, config=full_cfg, task=kind, source=FileSource(out.resolve()),
         sha256=sha256_file(out), size=out.stat().st_size,
         license=license or (preset.license if preset and preset.license else "unknown"),
-        description=description or (f"{preset.description}, imported from {src.name}"
-                                    if preset else f"imported from {src.name}"),
+        description=description or (
+            f"{preset.description}, imported from {src.name}" if preset else
+            f"{fam}, architecture read from the keys of {src.name}" if inferred else
+            f"imported from {src.name}"),
         fp16_safe=fp16_safe, params=sum(p.numel() for p in model.parameters()),
         psnr=psnr if psnr else (preset.psnr if preset else None),
         psnr_source=psnr_source if psnr else (preset.psnr_source if preset else ""),

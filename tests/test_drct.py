@@ -8,6 +8,10 @@ what decides a match.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -123,7 +127,7 @@ def test_published_checkpoints_load_strictly(name, entry):
 @pytest.mark.parametrize("family,kwargs,words", [
     ("drct", dict(upscale=2, upsampler="pixelshuffle", embed_dim=24, gc=7, depths=[1],
                   num_heads=[3], window_size=8), ["gc=7", "block 2", "31 channels"]),
-    ("drct", dict(upscale=2, upsampler="pixelshuffledirect"), ["pixelshuffledirect", "drct"]),
+    ("drct", dict(upscale=2, upsampler="nearest+conv"), ["nearest+conv", "drct"]),
     ("drct", dict(upscale=2, upsampler="pixelshuffle", resi_connection="3conv"), ["3conv"]),
     ("drct", dict(upscale=2, upsampler="pixelshuffle", growth=32), ["growth", "gc"]),
     ("drct", dict(upscale=2, upsampler="pixelshuffle", gc=0), ["gc=0"]),
@@ -244,6 +248,7 @@ EXACT_MODELS = {
     "drct-iln x2 sharp": lambda: _tiny(sharp=200.0),
     "drct-iln gray denoise sharp": lambda: _tiny(1, "", 1, sharp=200.0),
     "drct-iln x3": lambda: _tiny(3),
+    "drct-iln x4 pixelshuffledirect": lambda: _tiny(4, "pixelshuffledirect"),
 }
 
 
@@ -273,13 +278,13 @@ def test_the_sharp_model_does_leak_across_the_shift_mask():
 
     model = EXACT_MODELS["drct-iln x2 sharp"]()
     x = torch.rand(3, 28, 20, generator=torch.Generator().manual_seed(0))
-    real = exact._rows
-    exact._rows = lambda lo, hi, n, wrap: real(lo, hi, n, 0)
+    real = exact._wrap_parts
+    exact._wrap_parts = lambda lo, hi, n, wrap: real(lo, hi, n, 0)
     try:
         with pytest.raises(AssertionError, match="exact-tiled differs"):
             _assert_exact(model, x, 8)
     finally:
-        exact._rows = real
+        exact._wrap_parts = real
     _assert_exact(model, x, 8)
 
 
@@ -331,3 +336,103 @@ def test_import_an_official_basicsr_checkpoint(tmp_path, monkeypatch):
     io = load_file(str(case / "io.safetensors"))
     with torch.inference_mode():
         assert (model(io["input"]) - io["output"]).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("case", _cases(), ids=lambda p: p.name)
+def test_the_architecture_is_read_from_the_keys(case):
+    """Each fixture's config from its official state dict alone, but for what the weights
+    do not show (depths: drop-path rates only; img_range of the gray case)."""
+    from safetensors.torch import load_file
+
+    from restore.archs import make_config
+    from restore.checkpoint import infer_architecture
+
+    cfg = json.loads((require(case) / "config.json").read_text())
+    family, kwargs = infer_architecture(load_file(str(case / "weights.safetensors")))
+    shown = {**cfg["kwargs"], "depths": [6] * len(cfg["kwargs"]["depths"]),
+             "img_range": kwargs["img_range"]}
+    assert family == "drct" and make_config(family, **kwargs) == make_config("drct", **shown)
+    assert kwargs["img_range"] == 1.0  # the published models'; drct_x3_gray has 255
+
+
+@pytest.mark.parametrize("name,entry", _published(), ids=lambda v: v if isinstance(v, str) else "")
+def test_the_published_architectures_are_read_from_their_keys(name, entry):
+    from restore.archs import make_config
+    from restore.checkpoint import infer_architecture
+
+    state = {k: torch.empty(s, device="meta") for k, s in entry["state_dict"].items()}
+    family, kwargs = infer_architecture(state)
+    assert make_config(family, **kwargs) == make_config(entry["family"], **entry["kwargs"])
+    ilned = {k.replace("norm1.weight", "norm1.gamma"): v for k, v in state.items()}
+    assert infer_architecture(ilned)[1]["norm"] == "iln"
+
+
+def test_other_layouts_are_not_guessed():
+    from restore.checkpoint import infer_architecture
+
+    torch.manual_seed(0)
+    swinir = build("swinir", upscale=2, upsampler="pixelshuffledirect", img_size=16,
+                   window_size=4, depths=[1], embed_dim=8, num_heads=[2])
+    assert infer_architecture(swinir.state_dict()) is None
+    for upscale, upsampler in [(1, ""), (2, "pixelshuffle"), (3, "pixelshuffle"),
+                               (4, "pixelshuffledirect"), (3, "pixelshuffledirect")]:
+        model = _tiny(upscale, upsampler, norm="layernorm")
+        family, kwargs = infer_architecture(model.state_dict())
+        # ours keep no attn_mask buffer to read the training size from: 64
+        assert build(family, **kwargs).config == model.config.replace(
+            depths=(6, 6), drop_path_rate=0.0, img_size=64)
+
+
+def _cli(*args, env):
+    exe = Path(sys.executable).parent / "restore"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "restore"]
+    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True,
+                          env={**{k: v for k, v in os.environ.items() if k != "RESTORE_REGISTRY"},
+                               **env}, timeout=300, check=False)
+
+
+def test_import_then_restore_through_the_executable(tmp_path):
+    """``restore models import drct_x4.pth --name my-drct`` (no --family: read from the
+    keys) then ``restore sr x4 photo.png --model my-drct``, as a user runs them, on the
+    fixture weights in the official layout (BasicSR ``params`` / ``params_ema``, the
+    reference's buffers, DataParallel's ``module.``), with the user registry and data in
+    a fresh folder: the written image is the reference output, to 8-bit rounding."""
+    import numpy as np
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    from restore.weights import _toml_loads
+
+    case = require(DRCT_FIXTURES / "drct_x4")
+    official = load_file(str(case / "weights.safetensors"))
+    ckpt = tmp_path / "drct_x4.pth"
+    torch.save({"params": {f"module.{k}": torch.zeros_like(v) for k, v in official.items()},
+                "params_ema": {f"module.{k}": v for k, v in official.items()}}, ckpt)
+    env = {"RESTORE_CONFIG_DIR": str(tmp_path / "config"),
+           "RESTORE_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1"}
+    res = _cli("models", "import", ckpt, "--name", "my-drct", env=env)
+    assert res.returncode == 0, res.stderr
+    assert "registered my-drct" in res.stderr and "--model my-drct" in res.stderr
+    entry = _toml_loads(res.stdout)["models"]["my-drct"]
+    assert (entry["family"], entry["norm"], entry["task"], entry["scale"]) == (
+        "drct", "layernorm", "sr", 4)
+    assert entry["params"] == sum(v.numel() for k, v in official.items()
+                                  if not k.endswith(RECOMPUTED_SUFFIXES))
+    assert not entry["fp16_safe"] and "read from the keys of drct_x4.pth" in entry["description"]
+    assert (tmp_path / "config" / "registry.toml").is_file()
+
+    io = load_file(str(case / "io.safetensors"))
+    pixels = (io["input"][0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(pixels).save(photo)
+    res = _cli("sr", "x4", photo, "--model", "my-drct", "--device", "cpu", env=env)
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "photo_x4.png"
+    assert res.stdout.strip() == str(out)
+    got = np.asarray(Image.open(out).convert("RGB"), dtype=np.float32) / 255
+    model, _, _ = _fixture(case)
+    with torch.inference_mode():
+        want = model(torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255)[0]
+    want = want.clamp(0, 1).permute(1, 2, 0).numpy()
+    assert got.shape == (64, 96, 3)
+    assert np.abs(got - want).max() <= 1 / 255 + 1e-6

@@ -208,6 +208,31 @@ def test_model_json_through_the_executable(tiny):
     assert d["verdict"]["fp16_safe"] is (o["any_layer_max"] * 16 < 65504)
 
 
+def test_drct_blocks_are_the_swin_blocks_of_each_group(tmp_path, capsys):
+    """DRCT names its blocks layers.<g>.swin1..swin5 and their channels grow by gc along a
+    group: every one is a block, with its own ln C, in the table, the JSON, the training
+    records and the plot labels."""
+    torch.manual_seed(0)
+    model = build("drct", upscale=2, upsampler="pixelshuffle", norm="iln", img_size=16,
+                  window_size=4, depths=[1, 1], embed_dim=12, num_heads=[2, 3], gc=4)
+    names = [f"layers.{g}.swin{k}" for g in range(2) for k in range(1, 6)]
+    assert [n for n, _ in ri.block_modules(model)] == names
+    x = torch.rand(1, 3, 10, 13)
+    rows = ri.feature_stats(model.eval(), x)
+    assert [r["layer"] for r in rows] == names
+    assert [r["channels"] for r in rows] == [12, 16, 20, 24, 28] * 2
+    assert [r["max_entropy"] for r in rows] == pytest.approx(
+        [math.log(c) for c in [12, 16, 20, 24, 28] * 2])
+    path = save_model(model, tmp_path / "drct-iln.safetensors")
+    assert main(["inspect", "model", str(path), "--max-side", "32", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert (d["family"], d["norm"]) == ("drct", "iln")
+    assert [b["layer"] for b in d["blocks"]] == names
+    assert all(0 < b["entropy"] <= b["max_entropy"] + 1e-9 for b in d["blocks"])
+    assert ri._short("layers.1.swin3") == "1.3"
+    assert ri._short("layers.3.residual_group.blocks.1") == "3.1"
+
+
 def test_model_table_task_and_bad_files(tiny, capsys, tmp_path):
     assert main(["inspect", "model", str(tiny["sr"]), "--max-side", "64"]) == 0  # the sample
     out = capsys.readouterr().out

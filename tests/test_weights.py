@@ -29,7 +29,7 @@ from restore.weights import (
     merge_layers, parse_registry, read_registry, resolve_weights,
 )
 
-from shared_paths import FIXTURES, require
+from shared_paths import FIXTURES, SHARED, require
 
 TINY = dict(upscale=2, img_size=32, window_size=8, depths=[2], embed_dim=16, num_heads=[2],
             mlp_ratio=2.0, upsampler="pixelshuffledirect")
@@ -130,6 +130,11 @@ def test_presets_match_the_published_configs():
     for preset, ref in pairs.items():
         assert reg.preset(preset).config_dict() == published[ref]["kwargs"], preset
         assert reg.preset(preset).family == published[ref]["family"], preset
+    drct = json.loads(require(SHARED / "fixtures" / "reference_drct" /
+                              "published_state_dicts.json").read_text())
+    for preset, ref in {"drct-x4": "drct_x4", "drct-l-x4": "drct_l_x4"}.items():
+        assert reg.preset(preset).config_dict() == drct[ref]["kwargs"], preset
+        assert reg.preset(preset).family == drct[ref]["family"], preset
     for name in ("swinir-m-x2", "swinir-m-x3", "swinir-s-x2", "swinir-s-x3", "swinir-m-car-gray",
                  "hat-x2", "hat-x3", "hat-s-x2", "hat-mini-iln-x2", "hat-mini-x2",
                  "hat-mini-x4", "hat-dagger-iln-x4"):

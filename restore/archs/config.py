@@ -274,7 +274,9 @@ class DRCTConfig(TransformerConfig):
 
     The reference has only the pixelshuffle upsampler (any other value returns the input
     unchanged); upsampler='' adds a scale-1 head for denoising/JPEG (global residual on
-    the input, as SwinIR and our HAT do it).
+    the input, as SwinIR and our HAT do it), and 'pixelshuffledirect' SwinIR's lightweight
+    head (one conv to scale^2 * in_chans channels and a PixelShuffle), for models too
+    small to carry pixelshuffle's 64-channel head (~0.3M parameters at x4).
     """
 
     family: ClassVar[str] = "drct"
@@ -288,7 +290,7 @@ class DRCTConfig(TransformerConfig):
     _allowed_resi: ClassVar[tuple[ResiConnection, ...]] = (
         ResiConnection.ONECONV, ResiConnection.IDENTITY)
     _allowed_upsamplers: ClassVar[tuple[Upsampler, ...]] = (
-        Upsampler.PIXELSHUFFLE, Upsampler.NONE)
+        Upsampler.PIXELSHUFFLE, Upsampler.PIXELSHUFFLEDIRECT, Upsampler.NONE)
 
     def __post_init__(self) -> None:
         super().__post_init__()

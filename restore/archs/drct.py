@@ -13,9 +13,10 @@ the end of a group and no channel attention.
 
 Differences from the reference, all additive: any input size (reflect padding to the
 window multiple inside forward, the rule of DRCT's test code ``pre_process``, then
-cropping), and a scale-1 head (upsampler='') for denoising and JPEG artifact removal. The
-reference with any upsampler but pixelshuffle returns its input unchanged (upsampler='' in
-the reference restores nothing); the other upsamplers are refused here.
+cropping), a scale-1 head (upsampler='') for denoising and JPEG artifact removal, and
+SwinIR's lightweight head (upsampler='pixelshuffledirect') for small models. The reference
+with any upsampler but pixelshuffle returns its input unchanged (upsampler='' in the
+reference restores nothing); nearest+conv is refused here.
 
 DRCT-iLN (``norm="iln"``) is this project's definition: the DRCT authors and the i-LN
 authors released no DRCT i-LN code. It follows the recipe of SwinIR-iLN and HAT-iLN

@@ -35,13 +35,13 @@ ENTROPY = """  H         channel entropy in nats: E_c = mean over tokens of x_c^
             0 when one channel holds all of it)
 """
 DEFINITIONS = """
-Per block (a module named ...blocks.N: the Swin blocks, the HABs), on the block's output tokens x (N tokens by C channels), in float64 from an fp32 forward:
+Per block (a module named ...blocks.N or ...swinN: the Swin blocks, the HABs, the Swin blocks of DRCT's groups), on the block's output tokens x (N tokens by C channels), in float64 from an fp32 forward:
 
   mean|x|   mean of |x| over tokens and channels (averaged over images)
   max|x|    max of |x| (max over images)
 """ + ENTROPY
 RUN_DEFINITIONS = """
-Per block (a module named ...blocks.N), logged at each validation: on the block's output tokens x (N tokens by C channels) for the first validation image, from the trained weights (not the EMA), in float64 from an fp32 forward:
+Per block (a module named ...blocks.N or ...swinN), logged at each validation: on the block's output tokens x (N tokens by C channels) for the first validation image, from the trained weights (not the EMA), in float64 from an fp32 forward:
 
   mean|x|   mean of |x| over tokens and channels
   max|x|    max of |x|

@@ -2,7 +2,7 @@
 
 list / info / presets read the registry (and look at the cache) without any network;
 download / verify fetch and check weights; import registers a checkpoint you downloaded
-(official SwinIR/HAT, the i-LN authors' files) in the user registry; push uploads one to
+(official SwinIR/HAT/DRCT, the i-LN authors' files) in the user registry; push uploads one to
 the Hugging Face Hub. Results go to stdout, notes and progress to stderr; batch commands
 (download, verify) go on past a failure and exit 1 at the end.
 """
@@ -305,8 +305,9 @@ def import_cmd(
                                          show_default=False)],
     name: Annotated[str, typer.Option("--name", help="The registry name to give it.")],
     family: Annotated[Optional[str], typer.Option(
-        "--family", help="A preset (see 'restore models presets'), or swinir/hat/hat_iln "
-                         "with --config.")] = None,
+        "--family", help="A preset (see 'restore models presets'), or swinir/hat/hat_iln/"
+                         "drct with --config (default: read from a restore .safetensors "
+                         "file, or from the keys of a DRCT checkpoint).")] = None,
     config: Annotated[Optional[list[str]], typer.Option(
         "--config", help="Architecture arguments: a JSON object or KEY=VALUE (repeatable); "
                          "with a preset, they override its values.")] = None,
@@ -331,9 +332,11 @@ def import_cmd(
 ) -> None:
     """Register a checkpoint you downloaded, so that --model NAME works.
 
-    The file is read without running code (weights only), loaded strictly into the
-    architecture (a preset or --family/--config), converted to safetensors in the user data
-    dir, and added to the user registry.
+    The file is read without running code (weights only), loaded strictly into
+    the architecture (a preset or --family/--config; without --family, a DRCT
+    checkpoint's is read from its keys and shapes, img_range 1 unless --config
+    says otherwise), converted to safetensors in the user data dir, and added to
+    the user registry.
     """
     from ..weights import import_checkpoint, load_registry, user_registry_path
 

@@ -2,7 +2,8 @@
 Figure 1.
 
 At each validation the loop records, on the first validation image, ``feature_stats`` of
-every transformer block (a module whose qualified name ends in ``blocks.<n>``) and appends
+every transformer block (a module whose qualified name ends in ``blocks.<n>``, or
+``swin<n>`` for DRCT: ``restore.inspect.BLOCK_NAME``) and appends
 ``{"step", "image", "blocks": [{"layer", "mean_abs", "max_abs", "entropy", "channels",
 "max_entropy"}]}`` to RUN_DIR/stats.jsonl.
 
