@@ -355,18 +355,27 @@ def test_cli_load_imports_no_heavy_module():
 
 # -- i-LN vs LayerNorm ------------------------------------------------------------------------
 
+RECORDED = Path(__file__).resolve().parents[1] / "benchmarks/results/inspect-swinir-iln-t.txt"
+
+
+def _recorded(label: str) -> float:
+    """A figure from the committed `restore inspect model swinir-iln-t.sr-x4` output (the
+    README quotes it): retraining the shipped model without re-recording it fails here."""
+    line = next(l for l in RECORDED.read_text().splitlines() if l.startswith(label))
+    return float(line[len(label):].split()[0])
+
+
 def test_shipped_iln_model_is_fp16_safe(capsys):
-    """The shipped SwinIR-iLN keeps its features small on the bundled sample (measured:
-    block max 1.758, any-layer max 10.83 at a qkv output, the README's numbers for the
-    session-3 weights); the same measurement flags a
-    LayerNorm model whose residual stream has blown up."""
+    """The shipped SwinIR-iLN keeps its features small on the bundled sample, as recorded in
+    benchmarks/results/inspect-swinir-iln-t.txt; the same measurement flags a LayerNorm
+    model whose residual stream has blown up."""
     assert main(["inspect", "model", "swinir-iln-t.sr-x4", "--offline", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert (d["norm"], d["task"], d["scale"], len(d["blocks"])) == ("iln", "sr", 4, 8)
     o = d["overall"]
     assert d["verdict"]["fp16_safe"] is True
-    assert o["block_max"] == pytest.approx(1.758, rel=0.02)
-    assert o["any_layer_max"] == pytest.approx(10.83, rel=0.02)
+    assert o["block_max"] == pytest.approx(_recorded("block max"), rel=1e-3)
+    assert o["any_layer_max"] == pytest.approx(_recorded("any-layer max"), rel=1e-3)
     assert o["block_max"] < o["any_layer_max"] < 100
     assert o["fp16_headroom_log2"] > 12
     for b in d["blocks"]:  # no entropy collapse: within 15% of ln C
