@@ -59,6 +59,19 @@ def default_ram_budget() -> int:
     return DEFAULT_RAM_CAP if free is None else min(DEFAULT_RAM_CAP, free // 4)
 
 
+def default_device_budget(device: torch.device) -> int:
+    """DEVICE_SHARE of what this process may still allocate on a CUDA device: its free
+    memory, and under a ``torch.cuda.set_per_process_memory_fraction`` cap (which
+    ``mem_get_info`` does not see) what the cap leaves above the memory reserved so far."""
+    free = torch.cuda.mem_get_info(device)[0]
+    fraction = getattr(torch.cuda, "get_per_process_memory_fraction", None)
+    if fraction is not None:
+        total = torch.cuda.get_device_properties(device).total_memory
+        capped = int(fraction(device) * total) - torch.cuda.memory_reserved(device)
+        free = min(free, max(0, capped))
+    return int(free * DEVICE_SHARE)
+
+
 def parse_size(text: str) -> int:
     """'1.5G', '800M', '2GiB', '0' -> bytes (binary units; a bare number is bytes)."""
     s = text.strip().upper().removesuffix("B").removesuffix("I")
@@ -74,12 +87,17 @@ def parse_size(text: str) -> int:
     return int(value * mult)
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
 class MapStore:
     """Allocates exact tiling's whole maps from device, RAM or scratch-file tiers.
 
     device: where the tiles run. ram_budget: bytes of host RAM the maps may hold (None: the
     default, ``default_ram_budget()``). device_budget: bytes of device memory for maps
-    (None: DEVICE_SHARE of its free memory on CUDA; 0 off it). scratch_dir: where spilled
+    (None: ``default_device_budget``; 0 off CUDA). A device allocation that fails anyway
+    sends that map and the next ones to RAM. scratch_dir: where spilled
     maps go (None: the system's temporary folder).
     """
 
@@ -89,7 +107,7 @@ class MapStore:
         self.device = device
         self.budget = {
             "device": (0 if device.type != "cuda" else device_budget if device_budget is not None
-                       else int(torch.cuda.mem_get_info(device)[0] * DEVICE_SHARE)),
+                       else default_device_budget(device)),
             "ram": default_ram_budget() if ram_budget is None else int(ram_budget),
             "disk": None,
         }
@@ -97,23 +115,21 @@ class MapStore:
         self.used = {"device": 0, "ram": 0, "disk": 0}
         self.peak = dict(self.used)
         self.maps = {"device": 0, "ram": 0, "disk": 0}  # how many were handed out
+        self._pin = device.type == "cuda"  # pinned host memory: fast copies to the device
         self._lock = threading.Lock()
         self._mmaps: weakref.WeakSet = weakref.WeakSet()
 
     def empty(self, channels: int, height: int, width: int) -> Tensor:
         """A new (1, channels, height, width) float32 map from the first tier with room."""
         nbytes = 4 * channels * height * width
+        t = None
         for tier in ("device", "ram", "disk"):
             budget = self.budget[tier]
-            if budget is None or self.used[tier] + nbytes <= budget:
+            if budget is not None and self.used[tier] + nbytes > budget:
+                continue
+            t = self._allocate(tier, nbytes, height, width, channels)
+            if t is not None:
                 break
-        if tier == "device":
-            t = torch.empty(1, height, width, channels, device=self.device)
-        elif tier == "ram":
-            pin = self.device.type == "cuda"
-            t = torch.empty(1, height, width, channels, pin_memory=pin)
-        else:
-            t = self._file_map(nbytes, height, width, channels)
         t = t.permute(0, 3, 1, 2)  # NCHW shape, channels-last strides
         with self._lock:
             self.used[tier] += nbytes
@@ -121,6 +137,32 @@ class MapStore:
             self.peak[tier] = max(self.peak[tier], self.used[tier])
         weakref.finalize(t, self._free, tier, nbytes)  # the caller's tensor: its lifetime
         return t
+
+    def _allocate(self, tier: str, nbytes: int, height: int, width: int, channels: int
+                  ) -> Tensor | None:
+        """A (1, H, W, C) buffer from ``tier``; None when the device turns out to have no room
+        after all (another process, or an allocator cap: its budget is then cut to what it
+        holds, and this map and the next go to RAM)."""
+        shape = (1, height, width, channels)
+        if tier == "disk":
+            return self._file_map(nbytes, height, width, channels)
+        if tier == "ram":
+            if self._pin:
+                try:
+                    return torch.empty(shape, pin_memory=True)
+                except RuntimeError as exc:
+                    if not _out_of_memory(exc):
+                        raise
+                    self._pin = False  # page-locked memory refused: plain RAM still works
+            return torch.empty(shape)
+        try:
+            return torch.empty(shape, device=self.device)
+        except RuntimeError as exc:
+            if not _out_of_memory(exc):
+                raise
+            with self._lock:
+                self.budget["device"] = self.used["device"]
+            return None
 
     def _free(self, tier: str, nbytes: int) -> None:
         with self._lock:
