@@ -235,6 +235,23 @@ def test_export_writes_a_runnable_model(full_run, tmp_path):
     assert read_metadata(out)["weights"] == "trained"
 
 
+def test_an_export_over_the_size_limit_writes_nothing(full_run, tmp_path, monkeypatch):
+    """Refused before anything lands at --out: a new path stays absent, an existing model
+    (with --force) keeps its bytes, and no partial file is left beside it."""
+    import restore.train.export as export
+
+    out = tmp_path / "tiny.sr-x2.safetensors"
+    export.export_run(full_run[0], "tiny.sr-x2", out)
+    before = out.read_bytes()
+    monkeypatch.setattr(export, "MAX_EMBEDDED_BYTES", len(before) - 1)
+    with pytest.raises(UsageError, match=f"not written: {len(before)} bytes is over the {len(before) - 1} byte limit"):
+        export.export_run(full_run[0], "tiny.sr-x2", out, force=True)
+    with pytest.raises(UsageError, match="not written"):
+        export.export_run(full_run[0], "tiny.sr-x2", tmp_path / "new.safetensors")
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+
+
 # -- scale out ------------------------------------------------------------------------------
 
 def test_ddp_two_processes_gloo(tmp_path):

@@ -62,14 +62,23 @@ def export_run(run_dir: str | Path, name: str, out: str | Path | None = None,
                          "(then update its sha256 and size in weights.toml)")
     step = int(read_metadata(src).get("step") or meta["step"])
     weights = "EMA" if src.name == ckpt.EMA else "trained"
-    save_model(model, out, {
-        "name": name, "task": task, "scale": str(scale), "step": str(step),
-        "weights": weights.lower(), "training_config": json.dumps(cfg, sort_keys=True),
-    })
-    ckpt.make_readable(out)
-    if out.stat().st_size > MAX_EMBEDDED_BYTES:
-        raise UsageError(f"{out}: {out.stat().st_size} bytes is over the 8 MB limit for a model "
-                         "shipped inside the wheel; publish it on the Hub instead")
+    # written beside ``out`` and moved over it only once it is known to fit: a refused or
+    # failed export leaves ``out`` as it was (an existing shipped model included)
+    tmp = out.with_name(f".{out.name}.part")
+    try:
+        save_model(model, tmp, {
+            "name": name, "task": task, "scale": str(scale), "step": str(step),
+            "weights": weights.lower(), "training_config": json.dumps(cfg, sort_keys=True),
+        })
+        size = tmp.stat().st_size
+        if size > MAX_EMBEDDED_BYTES:
+            raise UsageError(f"{out}: not written: {size} bytes is over the "
+                             f"{MAX_EMBEDDED_BYTES} byte limit for a model shipped inside "
+                             "the wheel; publish it on the Hub instead")
+        ckpt.make_readable(tmp)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     what = {"sr": f"bicubic x{scale}", "denoise": f"AWGN sigma {_span(data['sigma'])}",
             "jpeg": f"JPEG quality {_span(data['quality'])}"}[task]
     training = (f"{' + '.join(Path(p).name for p in data['train'])}, {what}, {step} steps, "
