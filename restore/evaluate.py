@@ -309,27 +309,29 @@ def model_method(model: Any, name: str, device: str = "cpu") -> Method:
     """
     import torch
 
-    model = model.to(device=device, dtype=torch.float32).eval()
+    from .engine import Precision, autocast
+
+    dev = torch.device(device)
+    model = model.to(device=dev, dtype=torch.float32).eval()
     cfg = getattr(model, "config", None)
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return model(x.to(device)).float().cpu()
+    def run(x: torch.Tensor) -> torch.Tensor:  # true fp32: no TF32 on CUDA (autocast's fp32)
+        with torch.inference_mode(), autocast(dev, Precision.FP32):
+            return model(x.to(dev)).float().cpu()
 
     return Method(name=name, restorer=run, in_chans=getattr(cfg, "in_chans", None),
                   scale=getattr(cfg, "upscale", None))
 
 
 def _check_device(device: str) -> str:
-    import torch
+    """``--device``: cpu, cuda or cuda:N (restore.engine.resolve_device's words when it is
+    not one here)."""
+    from .engine import resolve_device
 
-    if device == "cpu":
-        return device
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda: no CUDA device is available (use --device cpu)")
-        return device
-    raise UsageError(f"unknown device {device!r} (valid: cpu, cuda)")
+    dev = resolve_device(device)
+    if dev.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {device}: restore eval runs on cpu, cuda or cuda:N")
+    return str(dev)
 
 
 def load_method(model: str, task: Task, device: str = "cpu") -> Method:

@@ -286,5 +286,21 @@ def test_cli_table_verbose_and_usage_errors(benchmarks, capsys):
     assert code == 2 and "--scale" in out.err and len(out.err.strip().splitlines()) == 1
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("device, words", [
+    ("cuda:1", "--device cuda:1: CUDA is not available on this machine"),
+    ("tpu", "--device 'tpu' is not a device"),
+])
+def test_cli_device_is_the_engine_s_and_errors_in_one_line(benchmarks, capsys, device, words):
+    """--device takes cuda:N as restore sr does (tests/test_gpu.py runs it on a GPU); a
+    device this machine lacks is one line, before any image is read."""
+    from restore.cli.main import main
+
+    code = main(["eval", "--task", "sr", "--scale", "4", "--model", "swinir-iln-t.sr-x4",
+                 "--data", str(benchmarks / "Set5" / "HR"), "--device", device])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and words in err[0], err
+
+
 def test_baseline_names_are_the_enum():
     assert {b.value for b in Baseline} == {"bicubic", "identity"}

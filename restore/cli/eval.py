@@ -9,18 +9,12 @@ from __future__ import annotations
 
 import sys
 import time
-from enum import Enum
 from pathlib import Path
 
 import typer
 
 from ..tasks import Task
 from .main import app
-
-
-class DeviceOption(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 def _fmt(v: float | None, digits: int) -> str:
@@ -72,8 +66,8 @@ def eval_cmd(
     save: Path | None = typer.Option(None, "--save",
                                      help="Write the restored images as PNG under "
                                           "SAVE/<dataset>/."),
-    device: DeviceOption = typer.Option(DeviceOption.cpu, "--device",
-                                        help="Where a model runs."),
+    device: str = typer.Option("cpu", "--device", metavar="cpu|cuda|cuda:N",
+                               help="Where a model runs (fp32; TF32 off on CUDA)."),
 ) -> None:
     """Score a model or a baseline on benchmark sets with the literature's protocol.
 
@@ -93,7 +87,7 @@ def eval_cmd(
     if lq is not None and len(data) != 1:
         raise UsageError("--lq goes with exactly one --data folder")
     counts = [len(list_images(folder)) for folder in data]  # fail early on a bad folder
-    method = load_method(model, task, device.value)
+    method = load_method(model, task, device)
 
     out = sys.stderr if json_out else sys.stdout
     print(f"restore eval: {protocol.describe()}, model {method.name}", file=sys.stderr)
