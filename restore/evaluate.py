@@ -300,8 +300,13 @@ def _match_lq(hr_files: Sequence[Path], lq_folder: Path, scale: int) -> list[Pat
 
 # -- methods ------------------------------------------------------------------------------------
 
-def model_method(model: Any, name: str, device: str = "cpu") -> Method:
-    """A Method running ``model`` whole-image in fp32 under ``torch.inference_mode()``.
+def model_method(model: Any, name: str, device: str = "cpu", tile: int = 0,
+                 tile_mode: str = "auto", precision: str = "fp32",
+                 exact_memory: int | None = None) -> Method:
+    """A Method running ``model`` under ``torch.inference_mode()``: whole-image in fp32 by
+    default (true fp32 on CUDA), or through the engine's Restorer, as `restore sr` runs it,
+    with ``tile`` (input pixels; exact or independent tiles per ``tile_mode``) and/or a
+    reduced ``precision``.
 
     ``model`` takes (B, C, H, W) float in [0, 1] and pads internally; it is moved to
     ``device`` and put in eval mode. Its ``config.in_chans``/``config.upscale`` are used
@@ -309,15 +314,27 @@ def model_method(model: Any, name: str, device: str = "cpu") -> Method:
     """
     import torch
 
-    from .engine import Precision, autocast
+    from .engine import Precision, Restorer, autocast
 
     dev = torch.device(device)
     model = model.to(device=dev, dtype=torch.float32).eval()
     cfg = getattr(model, "config", None)
+    prec = Precision(precision)
+    if prec is Precision.AUTO:
+        raise UsageError("--precision: give fp32, bf16 or fp16 (evaluation does not guess)")
 
-    def run(x: torch.Tensor) -> torch.Tensor:  # true fp32: no TF32 on CUDA (autocast's fp32)
-        with torch.inference_mode(), autocast(dev, Precision.FP32):
-            return model(x.to(dev)).float().cpu()
+    if tile or prec is not Precision.FP32:
+        engine = Restorer(model, scale=int(getattr(cfg, "upscale", 1) or 1),
+                          size_multiple=int(getattr(model, "size_multiple", 1)), device=dev,
+                          precision=prec, tile=int(tile), tile_mode=tile_mode,
+                          exact_memory=exact_memory)
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            return torch.stack([engine(image)[0] for image in x.float()])
+    else:
+        def run(x: torch.Tensor) -> torch.Tensor:  # true fp32: no TF32 on CUDA
+            with torch.inference_mode(), autocast(dev, Precision.FP32):
+                return model(x.to(dev)).float().cpu()
 
     return Method(name=name, restorer=run, in_chans=getattr(cfg, "in_chans", None),
                   scale=getattr(cfg, "upscale", None))
@@ -334,9 +351,10 @@ def _check_device(device: str) -> str:
     return str(dev)
 
 
-def load_method(model: str, task: Task, device: str = "cpu") -> Method:
+def load_method(model: str, task: Task, device: str = "cpu", **run: Any) -> Method:
     """Resolve ``--model``: a baseline name, a checkpoint file, or (when the registry module
-    provides ``resolve``) a registry name. Unknown names are a UsageError."""
+    provides ``resolve``) a registry name. Unknown names are a UsageError. ``run``: the
+    tile, tile_mode, precision and exact_memory of ``model_method``."""
     try:
         baseline = Baseline(model)
     except ValueError:
@@ -351,7 +369,7 @@ def load_method(model: str, task: Task, device: str = "cpu") -> Method:
     if path.is_file():
         from .checkpoint import load_model
 
-        return model_method(load_model(path), name=model, device=_check_device(device))
+        return model_method(load_model(path), name=model, device=_check_device(device), **run)
     from . import weights
 
     baselines = ", ".join(f"{b.value} ({'/'.join(t.value for t in BASELINE_TASKS[b])})"
@@ -369,9 +387,10 @@ def load_method(model: str, task: Task, device: str = "cpu") -> Method:
     if isinstance(found, (str, os.PathLike)):
         from .checkpoint import load_model
 
-        return model_method(load_model(found), name=model, device=_check_device(device))
+        return model_method(load_model(found), name=model, device=_check_device(device),
+                            **run)
     if callable(found):
-        return model_method(found, name=model, device=_check_device(device))
+        return model_method(found, name=model, device=_check_device(device), **run)
     raise RestoreError(f"registry entry {model!r} resolved to a {type(found).__name__}, "
                        "neither a checkpoint path nor a model")
 

@@ -302,5 +302,27 @@ def test_cli_device_is_the_engine_s_and_errors_in_one_line(benchmarks, capsys, d
     assert code == 2 and len(err) == 1 and words in err[0], err
 
 
+def test_cli_tiles_score_as_the_whole_image_in_exact_mode(benchmarks, capsys):
+    """restore eval --tile runs the engine's tiling: exact tiles give the whole image's
+    scores, independent tiles of an i-LN model do not quite (that is the point of exact)."""
+    from restore.cli.main import main
+
+    def scores(*extra: str) -> list[float]:
+        code = main(["eval", "--task", "sr", "--scale", "4", "--model", "swinir-iln-t.sr-x4",
+                     "--data", str(benchmarks / "Set5" / "HR"), "--json", "--verbose", *extra])
+        out = capsys.readouterr()
+        assert code == 0, out.err
+        return [im["psnr"] for im in json.loads(out.out.splitlines()[0])["images"]]
+
+    whole = scores()
+    exact = scores("--tile", "48")
+    independent = scores("--tile", "48", "--tile-mode", "independent")
+    assert exact == pytest.approx(whole, abs=1e-3)
+    assert max(abs(a - b) for a, b in zip(independent, whole)) > 1e-3
+    assert main(["eval", "--task", "sr", "--scale", "4", "--model", "swinir-iln-t.sr-x4",
+                 "--data", str(benchmarks / "Set5" / "HR"), "--precision", "auto"]) == 2
+    assert "--precision 'auto'" in capsys.readouterr().err
+
+
 def test_baseline_names_are_the_enum():
     assert {b.value for b in Baseline} == {"bicubic", "identity"}

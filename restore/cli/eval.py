@@ -15,6 +15,7 @@ import typer
 
 from ..tasks import Task
 from .main import app
+from .process import ExactMemory, Tile, TileModeOpt, _exact_memory, _parse_tile, _tile_mode
 
 
 def _fmt(v: float | None, digits: int) -> str:
@@ -68,6 +69,12 @@ def eval_cmd(
                                           "SAVE/<dataset>/."),
     device: str = typer.Option("cpu", "--device", metavar="cpu|cuda|cuda:N",
                                help="Where a model runs (fp32; TF32 off on CUDA)."),
+    tile: Tile = "0",
+    tile_mode: TileModeOpt = "auto",
+    exact_memory: ExactMemory = None,
+    precision: str = typer.Option("fp32", "--precision", metavar="fp32|bf16|fp16",
+                                  help="Through the engine in bf16/fp16, as restore sr runs "
+                                       "on a GPU (default: fp32, the protocol)."),
 ) -> None:
     """Score a model or a baseline on benchmark sets with the literature's protocol.
 
@@ -87,7 +94,11 @@ def eval_cmd(
     if lq is not None and len(data) != 1:
         raise UsageError("--lq goes with exactly one --data folder")
     counts = [len(list_images(folder)) for folder in data]  # fail early on a bad folder
-    method = load_method(model, task, device)
+    if precision.lower() not in ("fp32", "bf16", "fp16"):
+        raise UsageError(f"--precision {precision!r}: one of fp32, bf16, fp16")
+    method = load_method(model, task, device, tile=_parse_tile(tile),
+                         tile_mode=_tile_mode(tile_mode).value, precision=precision.lower(),
+                         exact_memory=_exact_memory(exact_memory))
 
     out = sys.stderr if json_out else sys.stdout
     print(f"restore eval: {protocol.describe()}, model {method.name}", file=sys.stderr)
