@@ -15,7 +15,7 @@ from restore.checkpoint import RECOMPUTED_SUFFIXES, load_state_dict
 from restore.errors import ConfigError
 from restore.norms import ILN, Affine, LayerNorm
 
-from shared_paths import FIXTURES, reference_cases
+from shared_paths import FIXTURES, reference_cases, require
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "explicit"])
@@ -56,16 +56,20 @@ def test_the_engine_path_matches_reference_output(case):
     assert diff <= 2e-5, f"{case.name}: max abs diff {diff:.3g}"
 
 
+PUBLISHED = FIXTURES / "published_state_dicts.json"
+
+
 def _published():
-    path = FIXTURES / "published_state_dicts.json"
-    if not path.is_file():
-        return []
-    return list(json.loads(path.read_text()).items())
+    if not PUBLISHED.is_file():  # one case that skips naming the file (fails under CI)
+        return [pytest.param(None, None, id="missing")]
+    return list(json.loads(PUBLISHED.read_text()).items())
 
 
-@pytest.mark.parametrize("name,entry", _published() or [pytest.param(None, None, marks=pytest.mark.skip)],
+@pytest.mark.parametrize("name,entry", _published(),
                          ids=lambda v: v if isinstance(v, str) else "")
 def test_published_keys_and_shapes(name, entry):
+    if entry is None:
+        require(PUBLISHED)
     model = build(entry["family"], **entry["kwargs"])
     ours = {k: list(v.shape) for k, v in model.state_dict().items()}
     theirs = {k: v for k, v in entry["state_dict"].items() if not k.endswith(RECOMPUTED_SUFFIXES)}
