@@ -28,6 +28,23 @@ class DestinationError(RestoreError):
     """An output folder cannot be created or written to (checked before any model loads)."""
 
 
+class WeightsError(RestoreError):
+    """Weights cannot be had: download failed, not cached while offline, file missing."""
+
+
+class NotCachedError(WeightsError):
+    """Offline, and the file is not in the cache."""
+
+
+class ChecksumError(WeightsError):
+    """A weights file does not have the registered sha256/size."""
+
+    def __init__(self, message: str, expected: str = "", actual: str = "") -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
+
+
 # What the operating system's errors mean to a user, in words ("[Errno 20] Not a
 # directory: 'one.png/sub'" says neither which part is wrong nor what to do).
 _OS_WORDS = {

@@ -10,7 +10,7 @@ a temporary name that is renamed into the cache only when complete, so an interr
 download leaves nothing behind. Repos stored with Xet are fetched with hf_xet when it is
 installed; plain HTTP otherwise.
 
-Failures become ``restore.weights.WeightsError`` (``NotCachedError`` when offline) with
+Failures become ``restore.errors.WeightsError`` (``NotCachedError`` when offline) with
 a message that says what to do; verification of the content (sha256) is the caller's job
 (``restore.weights.resolve_weights``).
 """
@@ -21,7 +21,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from .weights import NotCachedError, WeightsError
+from .errors import NotCachedError, WeightsError
 
 
 def cache_dir() -> Path:

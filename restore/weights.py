@@ -68,7 +68,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Union
 
-from .errors import ConfigError, RestoreError, UsageError
+from .errors import (  # noqa: F401  (the weights errors, importable from here too)
+    ChecksumError, ConfigError, NotCachedError, RestoreError, UsageError, WeightsError,
+)
 from .tasks import Task
 
 if TYPE_CHECKING:
@@ -93,21 +95,8 @@ _REPO_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*
 
 # -- errors -------------------------------------------------------------------------------
 
-class WeightsError(RestoreError):
-    """Weights cannot be had: download failed, not cached while offline, file missing."""
-
-
-class NotCachedError(WeightsError):
-    """Offline, and the file is not in the cache."""
-
-
-class ChecksumError(WeightsError):
-    """A weights file does not have the registered sha256/size."""
-
-    def __init__(self, message: str, expected: str = "", actual: str = "") -> None:
-        super().__init__(message)
-        self.expected = expected
-        self.actual = actual
+# WeightsError, NotCachedError and ChecksumError live in restore.errors (the one error
+# table; restore.hub raises them too) and are importable from here as before.
 
 
 class UnknownModelError(UsageError):

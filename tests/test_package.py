@@ -72,12 +72,14 @@ def test_wheel_contains_registry_and_entry_point(tmp_path):
 
 
 # -- the direction of imports ------------------------------------------------------------
-# cli -> train -> evaluate -> (weights, hub, checkpoint, engine, io) -> (archs, degrade,
-# metrics) -> norms -> errors. A module may import its own level or lower, never higher.
+# cli -> (train, api) -> evaluate -> (weights, hub, checkpoint, engine, io) -> (archs, degrade,
+# metrics) -> norms -> errors. A module may import its own level or lower, never higher. The
+# package's __init__ is the facade on top (restore.load re-exports restore.api): nothing below
+# the CLI may import it.
 LEVELS = {
     "errors": 0, "tasks": 0, "progress": 1, "norms": 1, "archs": 2, "degrade": 2, "metrics": 2, "estimate": 2,
     "checkpoint": 3, "weights": 3, "hub": 3, "engine": 3, "io": 3, "tiling": 3,
-    "evaluate": 4, "inspect": 4, "pipeline": 4, "train": 5, "cli": 6, "__main__": 6, "__init__": 0,
+    "evaluate": 4, "inspect": 4, "pipeline": 4, "train": 5, "api": 5, "cli": 6, "__main__": 6, "__init__": 6,
 }
 
 
@@ -123,6 +125,88 @@ def test_imports_point_down_the_layers():
             if LEVELS[imp] > LEVELS[key]:
                 bad.append(f"{path.relative_to(REPO)} imports restore.{imp}")
     assert not bad, "imports against the layering: " + "; ".join(bad)
+
+
+def _module_graph(root: Path, package: str) -> dict[str, set[str]]:
+    """Every module of the package under ``root`` -> the package's modules it imports, at
+    module granularity (restore.hub, restore.cli.app), imports inside functions included."""
+    modules: dict[str, Path] = {}
+    for path in root.rglob("*.py"):
+        parts = [package, *path.relative_to(root).with_suffix("").parts]
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        here = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = (here[:len(here) - node.level + 1] if node.level else [])
+                mod = ".".join(base + ([node.module] if node.module else []))
+                targets = [f"{mod}.{a.name}" for a in node.names]
+            else:
+                continue
+            for t in targets:
+                while t not in modules and "." in t:  # a name inside a module: the module
+                    t = t.rsplit(".", 1)[0]
+                if t in modules and t != name:
+                    deps.add(t)
+        graph[name] = deps
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_two_modules_import_each_other():
+    """No import cycle between modules, counting imports inside functions (which hide a
+    cycle from Python at load time but not from a reader)."""
+    graph = _module_graph(SOURCE_PKG, "restore")
+    assert "restore.hub" in graph["restore.weights"]  # the graph sees function-level imports
+    assert _cycles(graph) == [], "modules that import each other"
+
+
+def test_the_cycle_check_catches_a_cycle(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def f():\n    from .sub import b\n")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "b.py").write_text("from ..a import f\n")
+    (pkg / "c.py").write_text("import pkg.a\n")
+    graph = _module_graph(pkg, "pkg")
+    assert graph["pkg.a"] == {"pkg.sub.b"} and graph["pkg.c"] == {"pkg.a"}
+    assert _cycles(graph) == [["pkg.a", "pkg.sub.b"]]
 
 
 def test_only_the_hub_module_imports_huggingface_hub():

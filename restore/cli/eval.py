@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from ..tasks import Task
-from .main import app
+from .app import app
 from .process import ExactMemory, Tile, TileModeOpt, _exact_memory, _parse_tile, _tile_mode
 
 

@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from ..tasks import Task
-from .main import app
+from .app import app
 
 inspect_app = typer.Typer(
     help="Feature magnitude, channel entropy and fp16 headroom of models and training runs "

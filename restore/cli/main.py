@@ -1,10 +1,12 @@
-"""``restore``: the command-line entry point and its one error table.
+"""``restore``: the command-line entry point.
 
-Exit codes: 0 ok, 1 runtime failure (a file could not be restored, a checkpoint does not
+Exit codes (the error table, restore.cli.app.error_exit_code): 0 ok, 1 runtime failure (a file could not be restored, a checkpoint does not
 fit), 2 usage error (bad option, bad config). Library errors become one line on stderr,
 never a traceback (set RESTORE_DEBUG=1 to see one).
 
 Command modules import torch inside their command bodies, so ``restore --help`` is fast.
+The Typer app and the error table live in restore.cli.app, which the command modules
+import; this module imports them (``_register``), never the other way round.
 """
 
 from __future__ import annotations
@@ -12,48 +14,12 @@ from __future__ import annotations
 import os
 import sys
 
-import typer
-
-from .. import __version__
-
-app = typer.Typer(
-    name="restore",
-    help="Image restoration with i-LN transformers: super-resolution (x2/x3/x4), "
-         "Gaussian denoising and JPEG artifact removal, on files and folders.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"restore {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
-) -> None:
-    """Image restoration with i-LN transformers."""
+from .app import app, error_exit_code  # noqa: F401  (the entry point's names)
 
 
 def _register() -> None:
     """Attach the command modules (each imports heavy libraries only when it runs)."""
     from . import commands  # noqa: F401  (registers on import)
-
-
-def error_exit_code(exc: BaseException) -> int:
-    """The error table: which exit code a library error maps to."""
-    from ..errors import ConfigError, UsageError
-
-    code = getattr(exc, "exit_code", None)  # e.g. 130: training stopped by Ctrl-C
-    if isinstance(code, int):
-        return code
-    return 2 if isinstance(exc, (ConfigError, UsageError)) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .main import app
+from .app import app
 
 models_app = typer.Typer(
     help="The model registry: list and describe models and presets, download, verify, import and push weights.",
@@ -35,7 +35,7 @@ def _note(msg: str) -> None:
 
 def _fail(exc: BaseException) -> int:
     """Report a library error of one item of a batch; returns its exit code."""
-    from .main import error_exit_code
+    from .app import error_exit_code
 
     print(f"restore: error: {exc}", file=sys.stderr)
     return error_exit_code(exc)

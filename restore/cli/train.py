@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from .main import app
+from .app import app
 
 
 @app.command("train")
