@@ -471,8 +471,7 @@ def write_image(path: str | os.PathLike, pixels: np.ndarray, *, alpha: np.ndarra
     if exif and fmt == "JPEG" and len(exif) > JPEG_MAX_EXIF:
         notes.append(f"EXIF of {len(exif)} bytes is too long for JPEG: dropped")
         exif = None
-    samples *= 65535 if bit_depth == 16 else 255  # samples is write_image's own copy
-    values = np.rint(samples, out=samples).astype(np.uint16 if bit_depth == 16 else np.uint8)
+    values = quantize(samples, bit_depth, in_place=True)  # samples is write_image's own copy
     del samples  # freed before encoding: it is the largest array here
 
     def encode(fp: IO[bytes]) -> None:
@@ -535,6 +534,16 @@ def _output_format(path: Path, format: str | None) -> str:
     if fmt not in names:
         raise UsageError(f"unknown image format {format!r}; known: {', '.join(names)}")
     return fmt
+
+
+def quantize(samples: np.ndarray, bit_depth: int = 8, in_place: bool = False) -> np.ndarray:
+    """Float samples in [0, 1] -> uint8 (or uint16 for ``bit_depth`` 16), rounded to the
+    nearest level (half to even), as every written image is: the one rule for files and
+    for the Python API's arrays. ``in_place`` scales ``samples`` itself (a float copy the
+    caller owns)."""
+    top = 65535 if bit_depth == 16 else 255
+    scaled = np.multiply(samples, top, out=samples if in_place else None)
+    return np.rint(scaled, out=scaled).astype(np.uint16 if bit_depth == 16 else np.uint8)
 
 
 def _as_samples(pixels: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:

@@ -17,7 +17,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .main import app
+from ..api import Loaded, load_models
+from .app import app
 
 # -- shared option definitions ----------------------------------------------------------
 Inputs = Annotated[list[Path], typer.Argument(help="Image files and/or folders.", show_default=False)]
@@ -133,55 +134,7 @@ def _tile_mode(value: str):
         raise UsageError(f"--tile-mode {value!r}: one of auto, exact, independent") from None
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    name: str
-    module: object
-    scale: int
-    in_chans: int
-    size_multiple: int
-    fp16_safe: bool
-    span: tuple | None = None  # the noise sigmas / JPEG qualities it declares it is for
-
-
-def _load_models(task, scale: int, model: str | None, offline: bool,
-                 level: float | None = None) -> list[LoadedModel]:
-    """The model(s) for the task: a file path, a registry name, or the task's default(s)
-    (several where the registry lists one per range of noise level or JPEG quality, or
-    gray and colour ones; only the one for ``level``, for gray and for colour images, when
-    the level is given on the command line)."""
-    from ..checkpoint import load_model
-    from ..errors import UsageError
-
-    key = f"sr-x{scale}" if task.value == "sr" else task.value
-    path = Path(model) if model else None
-    if path is not None and (path.suffix in (".safetensors", ".pth", ".pt") or path.exists()):
-        loaded = [(str(path), load_model(path), False, None)]
-    else:
-        from .. import weights
-
-        reg = weights.load_registry()
-        specs = [reg.get(model)] if model else reg.defaults_for(key) or [reg.require_default(key)]
-        if level is not None:  # the one for that level, for gray and for colour images
-            specs = list(dict.fromkeys(weights.pick_by_level(specs, level, channels=c)
-                                       for c in (3, 1)))
-        loaded = [(spec.name, weights.load_registry_model(spec, offline=offline),
-                   bool(spec.fp16_safe), weights.level_range(spec)) for spec in specs]
-    out = []
-    for name, module, fp16_safe, span in loaded:
-        if task.value == "sr" and module.scale != scale:
-            raise UsageError(f"model {name} is x{module.scale}, not x{scale}")
-        if task.value != "sr" and module.scale != 1:
-            raise UsageError(f"model {name} is a x{module.scale} super-resolution model, "
-                             f"not a {task.value} model")
-        out.append(LoadedModel(name=name, module=module, scale=module.scale,
-                               in_chans=module.config.in_chans,
-                               size_multiple=module.size_multiple, fp16_safe=fp16_safe,
-                               span=span))
-    return out
-
-
-def _cpu_bytes_per_pixel(lm: LoadedModel) -> float:
+def _cpu_bytes_per_pixel(lm: Loaded) -> float:
     """Rough peak memory per input pixel of a whole-image fp32 forward (for --tile auto
     off CUDA, where it cannot be measured cheaply): about 32 feature maps of the body's
     width alive at once, plus the reconstruction head's maps at the output resolution."""
@@ -219,7 +172,7 @@ class Level:
         return f"{self.name} {value:{self.fmt}}"
 
 
-def _level_hooks(level: Level, common: Common, models: list[LoadedModel]):
+def _level_hooks(level: Level, common: Common, models: list[Loaded]):
     """(pick, before): the model for each image (by its level, where there are several),
     and restore_files' ``before``: the per-image note, warning and recorded info."""
     import weakref
@@ -235,7 +188,7 @@ def _level_hooks(level: Level, common: Common, models: list[LoadedModel]):
             last[:] = [weakref.ref(img), level.measure(img)]
         return last[1]
 
-    def pick(img) -> LoadedModel:
+    def pick(img) -> Loaded:
         return pick_by_level(models, measured(img)[0], span_of=lambda m: m.span,
                              channels=img.channels)
 
@@ -316,7 +269,7 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
         torch.cuda.set_device(device)
     if device.type == "cpu" and world > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    models = _load_models(task, scale, common.model, common.offline,
+    models = load_models(task, scale, common.model, common.offline,
                           level.given if level is not None else None)
     precision, warning = resolve_precision(requested_precision, device,
                                            all(m.fp16_safe for m in models))
