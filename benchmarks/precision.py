@@ -4,11 +4,11 @@
         [--task sr|denoise|jpeg] [--device auto|cpu|cuda] [--precisions fp16,bf16]
         [--max-side 512] [--json OUT.json]
 
-What ``restore inspect model`` does comes from restore.inspect (see its docstring): loading
-MODEL (checkpoint file or registry name), the task (--task for an undeclared scale-1
-model), the inputs (centre crop to --max-side, then bicubic 1/scale, AWGN sigma 25 seed 0
-or JPEG q10), the fp32 per-block statistics and any-layer max. Images: Set5 HR of the
-shared data, else inspect's bundled sample.
+What ``restore inspect model`` does comes from restore.analysis (see the docstrings of
+restore.analysis.report and .stats): loading MODEL (checkpoint file or registry name), the
+task (--task for an undeclared scale-1 model), the inputs (centre crop to --max-side, then
+bicubic 1/scale, AWGN sigma 25 seed 0 or JPEG q10), the fp32 per-block statistics and
+any-layer max. Images: Set5 HR of the shared data, else inspect's bundled sample.
 
 Added here: each image runs whole (tile 0) through restore.engine.Restorer in fp32, the
 reference (TF32 off on CUDA), then in each reduced precision under the engine's autocast.
@@ -19,9 +19,9 @@ module where it began. PSNR: vs the fp32 output, both clamped to [0, 1] and roun
 uint8 (restore.metrics.psnr, peak 255, no crop); max|diff| on the float outputs.
 
 Verdict: fp16-safe when BOTH the rule of ``restore inspect`` holds on these images
-(any-layer max x FP16_MARGIN (16) < 65504: restore.inspect.fp16_safe) AND on every image
-fp16 ran, its raw output was finite (no fp32 redo) and its PSNR vs fp32 is >= 40 dB. No
-fp16 run: "unknown", or "NOT fp16-safe" when the rule fails.
+(any-layer max x FP16_MARGIN (16) < 65504: restore.analysis.stats.fp16_safe) AND on every
+image fp16 ran, its raw output was finite (no fp32 redo) and its PSNR vs fp32 is >= 40 dB.
+No fp16 run: "unknown", or "NOT fp16-safe" when the rule fails.
 
 Tables to stdout, progress to stderr; --json: per model ``report`` (the object of
 ``restore inspect model --json``), ``rows`` and ``verdict``, non-finite numbers as null (a
@@ -56,7 +56,7 @@ def first_line(exc: BaseException) -> str:
 
 
 def image_files(specs: list[str] | None) -> list[Path]:
-    from restore.inspect import sample_image
+    from restore.analysis.report import sample_image
     from restore.io import is_image_path
 
     files: list[Path] = []
@@ -92,8 +92,8 @@ def first_nonfinite(model, x, device, precision: str) -> str | None:
     """The first module (by first completion) with a non-finite output from finite inputs.
     layer_max keeps a max over calls, so a module called twice (DropPath) sits at its
     first call: a non-finite input rules it out."""
+    from restore.analysis.stats import forward_stats
     from restore.engine import Precision, autocast
-    from restore.inspect import forward_stats
 
     with autocast(device, Precision(precision)):
         seen = forward_stats(model, x.to(device)).layer_max
@@ -105,23 +105,28 @@ def first_nonfinite(model, x, device, precision: str) -> str | None:
 
 
 def bench_model(name: str, files: list[Path], args, device) -> dict:
-    import restore.inspect as ri
+    from restore.analysis.report import (
+        inspect_model,
+        load_for_inspection,
+        model_task,
+        prepare_input,
+    )
     from restore.metrics import psnr
     from restore.tasks import Task
 
-    loaded = ri.load_for_inspection(name)
+    loaded = load_for_inspection(name)
     model = loaded.module
     scale, chans = int(model.scale), int(model.config.in_chans)
-    task = ri.model_task(scale, loaded.declared_task, Task(args.task) if args.task else None)
+    task = model_task(scale, loaded.declared_task, Task(args.task) if args.task else None)
     probes, errors = [], []
     for f in files:
         try:
-            probes.append(ri.prepare_input(f, task, scale, chans, max_side=args.max_side))
+            probes.append(prepare_input(f, task, scale, chans, max_side=args.max_side))
         except Exception as exc:  # noqa: BLE001 (report the image, go on with the others)
             say(f"  {f}: skipped: {first_line(exc)}")
             errors.append({"image": str(f), "error": first_line(exc)})
     say(f"  fp32 activations of {len(probes)} image(s)")
-    report = ri.inspect_model(model, probes, name=loaded.name, task=task, device=device)
+    report = inspect_model(model, probes, name=loaded.name, task=task, device=device)
     rows = []
     for p in report.images:
         x, image = p.tensor[0], Path(p.path).stem
@@ -177,7 +182,7 @@ def fmt_psnr(v: float) -> str:
 
 
 def print_model(res: dict) -> None:
-    from restore.inspect import format_model_report
+    from restore.analysis.report import format_model_report
 
     print("\n" + "\n".join(format_model_report(res["report"])))
     w = max([5] + [len(r["image"]) for r in res["rows"]])

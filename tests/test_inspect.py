@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from restore import inspect as ri
+from restore.analysis import plots, report, runs, stats
 from restore.archs import build
 from restore.checkpoint import save_model
 from restore.cli.main import main
@@ -77,11 +77,12 @@ class Known(nn.Module):
 
 
 def _probe():
-    return ri.Probe(path="const", size=(1, 1), degradation="none", tensor=torch.zeros(1, 1, 1, 1))
+    return report.Probe(path="const", size=(1, 1), degradation="none",
+                        tensor=torch.zeros(1, 1, 1, 1))
 
 
 def test_statistics_of_known_activations():
-    rep = ri.inspect_model(Known(gain=500.0), [_probe()], name="known", task=Task.SR)
+    rep = report.inspect_model(Known(gain=500.0), [_probe()], name="known", task=Task.SR)
     b0, b1, b2 = rep.blocks
     assert [b["layer"] for b in rep.blocks] == ["blocks.0", "blocks.1", "blocks.2"]
     assert (b0["mean_abs"], b0["max_abs"], b0["channels"]) == (2.0, 2.0, 4)
@@ -102,41 +103,43 @@ def test_statistics_of_known_activations():
     assert d["overall"]["fp16_headroom"] == 65504 / 4000
     assert d["overall"]["fp16_headroom_log2"] == pytest.approx(math.log2(65504 / 4000))
     assert d["largest"][0] == {"layer": "head (output)", "max_abs": 4000.0}
-    text = "\n".join(ri.format_model_report(rep))
+    text = "\n".join(report.format_model_report(rep))
     assert "fp16-safe: yes (headroom 16.4x" in text and "any-layer max  4000  at head" in text
 
 
 def test_verdict_boundary():
     # 8 * 511.75 = 4094 exactly: 4094 * 16 = 65504 is not < 65504
-    rep = ri.inspect_model(Known(gain=511.75), [_probe()], name="known", task=Task.SR)
+    rep = report.inspect_model(Known(gain=511.75), [_probe()], name="known", task=Task.SR)
     assert rep.any_layer_max[0] == 4094.0 and not rep.fp16_safe
     assert rep.to_dict()["verdict"] == {"fp16_safe": False, "margin": 16.0, "fp16_max": 65504.0,
                                         "rule": "any_layer_max * margin < fp16_max"}
-    assert "fp16-safe: no" in "\n".join(ri.format_model_report(rep))
-    assert ri.fp16_safe(4093.9) and not ri.fp16_safe(math.inf) and not ri.fp16_safe(math.nan)
-    assert ri.fp16_safe(4094.0, margin=8)
+    assert "fp16-safe: no" in "\n".join(report.format_model_report(rep))
+    assert stats.fp16_safe(4093.9)
+    assert not stats.fp16_safe(math.inf) and not stats.fp16_safe(math.nan)
+    assert stats.fp16_safe(4094.0, margin=8)
 
 
 def test_training_logs_the_same_records():
-    from restore.train import stats
+    from restore.train import stats as train_stats
 
-    assert stats.feature_stats is ri.feature_stats and stats.read_stats is ri.read_stats
-    rows = ri.feature_stats(Known(gain=1.0), torch.zeros(1))
+    assert train_stats.feature_stats is stats.feature_stats
+    assert train_stats.read_stats is runs.read_stats
+    rows = stats.feature_stats(Known(gain=1.0), torch.zeros(1))
     assert [list(r) for r in rows] == [["layer", "mean_abs", "max_abs", "entropy", "channels",
                                         "max_entropy"]] * 3
     assert rows[0]["max_abs"] == 2.0
 
 
 def test_model_task():
-    assert ri.model_task(4, None, None) is Task.SR
-    assert ri.model_task(1, Task.JPEG, None) is Task.JPEG
-    assert ri.model_task(1, None, Task.DENOISE) is Task.DENOISE
+    assert report.model_task(4, None, None) is Task.SR
+    assert report.model_task(1, Task.JPEG, None) is Task.JPEG
+    assert report.model_task(1, None, Task.DENOISE) is Task.DENOISE
     with pytest.raises(UsageError, match="--task denoise or --task jpeg"):
-        ri.model_task(1, None, None)
+        report.model_task(1, None, None)
     with pytest.raises(UsageError, match="super-resolution"):
-        ri.model_task(2, None, Task.JPEG)
+        report.model_task(2, None, Task.JPEG)
     with pytest.raises(UsageError, match="declared a jpeg model"):
-        ri.model_task(1, Task.JPEG, Task.DENOISE)
+        report.model_task(1, Task.JPEG, Task.DENOISE)
 
 
 # -- inputs -----------------------------------------------------------------------------------
@@ -151,19 +154,19 @@ def _rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
 def test_bundled_sample_and_degradations(tmp_path):
     from restore.io import read_image
 
-    img = read_image(ri.sample_image())
+    img = read_image(report.sample_image())
     assert (img.width, img.height, img.channels, img.bit_depth) == (160, 160, 3, 8)
     src = tmp_path / "wide.png"
     Image.fromarray(_rgb(40, 100)).save(src)
-    p = ri.prepare_input(src, Task.SR, 4, 3, max_side=32)
+    p = report.prepare_input(src, Task.SR, 4, 3, max_side=32)
     assert (p.size, p.input_size, p.degradation) == ((32, 32), (8, 8), "bicubic 1/4")
-    a = ri.prepare_input(src, Task.DENOISE, 1, 3, max_side=0, seed=5)
-    b = ri.prepare_input(src, Task.DENOISE, 1, 3, max_side=0, seed=5)
+    a = report.prepare_input(src, Task.DENOISE, 1, 3, max_side=0, seed=5)
+    b = report.prepare_input(src, Task.DENOISE, 1, 3, max_side=0, seed=5)
     assert a.input_size == (40, 100) and torch.equal(a.tensor, b.tensor)  # seeded
     assert a.degradation == "AWGN sigma 25 (seed 5)"
-    j = ri.prepare_input(src, Task.JPEG, 1, 1, max_side=16)
+    j = report.prepare_input(src, Task.JPEG, 1, 1, max_side=16)
     assert j.tensor.shape == (1, 1, 16, 16) and j.degradation == "JPEG q10"
-    same = ri.prepare_input(src, Task.SR, 4, 3, as_is=True, max_side=0)
+    same = report.prepare_input(src, Task.SR, 4, 3, as_is=True, max_side=0)
     assert same.input_size == (40, 100) and same.degradation == "as is"
 
 
@@ -216,9 +219,9 @@ def test_drct_blocks_are_the_swin_blocks_of_each_group(tmp_path, capsys):
     model = build("drct", upscale=2, upsampler="pixelshuffle", norm="iln", img_size=16,
                   window_size=4, depths=[1, 1], embed_dim=12, num_heads=[2, 3], gc=4)
     names = [f"layers.{g}.swin{k}" for g in range(2) for k in range(1, 6)]
-    assert [n for n, _ in ri.block_modules(model)] == names
+    assert [n for n, _ in stats.block_modules(model)] == names
     x = torch.rand(1, 3, 10, 13)
-    rows = ri.feature_stats(model.eval(), x)
+    rows = stats.feature_stats(model.eval(), x)
     assert [r["layer"] for r in rows] == names
     assert [r["channels"] for r in rows] == [12, 16, 20, 24, 28] * 2
     assert [r["max_entropy"] for r in rows] == pytest.approx(
@@ -229,8 +232,8 @@ def test_drct_blocks_are_the_swin_blocks_of_each_group(tmp_path, capsys):
     assert (d["family"], d["norm"]) == ("drct", "iln")
     assert [b["layer"] for b in d["blocks"]] == names
     assert all(0 < b["entropy"] <= b["max_entropy"] + 1e-9 for b in d["blocks"])
-    assert ri._short("layers.1.swin3") == "1.3"
-    assert ri._short("layers.3.residual_group.blocks.1") == "3.1"
+    assert plots._short("layers.1.swin3") == "1.3"
+    assert plots._short("layers.3.residual_group.blocks.1") == "3.1"
 
 
 def test_model_table_task_and_bad_files(tiny, capsys, tmp_path):
@@ -278,12 +281,12 @@ def two_runs(tmp_path):
 
 
 def test_runs_share_one_colour_scale(two_runs, capsys):
-    view = ri.load_runs(two_runs)
+    view = runs.load_runs(two_runs)
     assert view.scale == (0.0, 4.0)  # log10 of the min over both runs (1) and the max (1e4)
     assert view.entropy_scale == (0.2, 1.35)
-    alone = ri.load_runs(two_runs[:1])
+    alone = runs.load_runs(two_runs[:1])
     assert alone.scale == (0.0, 1.0)
-    mean = ri.load_runs(two_runs, "mean_abs")
+    mean = runs.load_runs(two_runs, "mean_abs")
     assert mean.scale == pytest.approx((math.log10(0.25), math.log10(2500)))
     assert main(["inspect", "run", *map(str, two_runs), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
@@ -385,7 +388,7 @@ def test_shipped_iln_model_is_fp16_safe(capsys):
     ln = build("swinir", upscale=2, upsampler="pixelshuffledirect", norm="layernorm", **TINY)
     with torch.no_grad():  # a drifted LayerNorm network: its last MLP writes huge values
         ln.layers[1].residual_group.blocks[0].mlp.fc2.weight.mul_(1e7)
-    probe = ri.prepare_input(ri.sample_image(), Task.SR, 2, 3, max_side=32)
-    rep = ri.inspect_model(ln, [probe], name="ln", task=Task.SR)
+    probe = report.prepare_input(report.sample_image(), Task.SR, 2, 3, max_side=32)
+    rep = report.inspect_model(ln, [probe], name="ln", task=Task.SR)
     assert not rep.fp16_safe and rep.block_max[0] > 65504  # would overflow fp16 outright
     assert rep.block_max[1] == "layers.1.residual_group.blocks.0"

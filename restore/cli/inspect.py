@@ -2,9 +2,9 @@
 
 ``inspect model`` runs a model on images and reports per-block feature magnitude, channel
 entropy and fp16 headroom, with an fp16-safe verdict; ``inspect run`` compares the
-statistics that ``restore train`` logged (the paper's Figure 1). Thin: restore.inspect does
-the work (definitions in its docstring). Results go to stdout, notes to stderr; matplotlib
-is needed for --plot only.
+statistics that ``restore train`` logged (the paper's Figure 1). Thin: restore.analysis does
+the work (definitions in the docstring of restore.analysis.stats). Results go to stdout,
+notes to stderr; matplotlib is needed for --plot only.
 """
 
 from __future__ import annotations
@@ -106,20 +106,20 @@ def model_command(
     json_out: JsonOpt = False,
     plot: PlotOpt = None,
 ) -> None:
-    from ..inspect import require_matplotlib
+    from ..analysis.plots import require_matplotlib
 
     if plot is not None:  # before any work (even importing torch): a missing extra
         require_matplotlib()
-    from ..engine.devices import resolve_device
-    from ..inspect import (
+    from ..analysis.plots import plot_model
+    from ..analysis.report import (
         format_model_report,
         inspect_model,
         load_for_inspection,
         model_task,
-        plot_model,
         prepare_input,
         sample_image,
     )
+    from ..engine.devices import resolve_device
     from ..io import ImageReadError
 
     dev = resolve_device(device)
@@ -172,7 +172,8 @@ def run_command(
     json_out: JsonOpt = False,
     plot: PlotOpt = None,
 ) -> None:
-    from ..inspect import format_runs, load_runs, plot_runs, require_matplotlib
+    from ..analysis.plots import plot_runs, require_matplotlib
+    from ..analysis.runs import format_runs, load_runs
 
     if plot is not None:
         require_matplotlib()
