@@ -21,8 +21,9 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -345,6 +346,38 @@ def _append_jsonl(path: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+@dataclass
+class _Run:
+    """One training run: what ``_setup`` builds once, then the counters the loop moves."""
+
+    cfg: TrainingConfig
+    dist: Dist
+    device: torch.device
+    run_dir: Path
+    val: list
+    model: nn.Module
+    net: nn.Module  # the model, or its DistributedDataParallel wrapper
+    ema: EMA | None
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    dtype: torch.dtype | None  # the autocast dtype, None = fp32
+    scaler: torch.amp.GradScaler
+    criterion: Callable[[Tensor, Tensor], Tensor]
+    n_params: int
+    stop: int
+    start: int = 0
+    elapsed_before: float = 0.0  # seconds spent by the runs this one resumes
+    say: Callable[[str], None] = print  # bar.write while a bar shows, else echo
+    bar: Any = None
+    t0: float = 0.0
+    last_ckpt: float = 0.0
+    step: int = 0
+    window: list[float] = field(default_factory=list)  # the losses since the last log line
+    tick: float = 0.0
+    tick_step: int = 0
+    result: dict = field(default_factory=dict)
+
+
 def train(cfg: TrainingConfig, resume: bool = False, progress: bool = True,
           echo: Callable[[str], None] = print) -> dict:
     """Train as ``cfg`` says; with ``resume`` continue from the checkpoint in cfg.run.dir.
@@ -356,6 +389,82 @@ def train(cfg: TrainingConfig, resume: bool = False, progress: bool = True,
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     run_dir = Path(cfg.run.dir)
+    val = _prepare_run_dir(cfg, run_dir, resume, dist_info, device)
+    r = _setup(cfg, dist_info, device, run_dir, val, echo)
+    rng_state = _resume(r) if resume else None
+    if r.start >= r.stop:
+        if dist_info.main:
+            echo(f"run {run_dir} is already at step {r.start} (stop at {r.stop}): nothing to do")
+        return {"step": r.start}
+    if dist_info.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        r.net = DDP(r.model, device_ids=[device.index] if device.type == "cuda" else None)
+    pairs = load_pairs(cfg.data)
+    loader = make_loader(pairs, cfg.data, cfg.run.seed, r.start, r.stop, dist_info.rank,
+                         dist_info.world)
+    if dist_info.main:
+        echo(_banner(r, len(pairs)))
+    _seed_drop_path(r, rng_state)
+    _start_clocks(r, progress, echo)
+
+    t = cfg.train
+    stop_request = StopRequest(r.say if dist_info.main else None).install()
+    interrupted = False
+    try:
+        for lq, gt in loader:
+            lr = _set_lr(r)
+            loss = _forward(r, lq, gt)
+            loss_value = float(loss.detach())
+            # Every rank takes the same branch (one collective per step): a NaN/Inf loss on
+            # any rank, the wall clock (stop after this step), a signal on any rank.
+            over = _over_time(r)
+            diverged, over, interrupted = _any_rank(
+                [not math.isfinite(loss_value), over, stop_request.signum is not None],
+                dist_info, device)
+            if diverged:
+                raise _diverged(r, loss_value, lr)
+            _optimizer_step(r, loss)
+            r.step += 1
+            if r.ema:
+                r.ema.update(r.model, r.step)
+            r.window.append(loss_value)
+            r.result.update(step=r.step, loss=loss_value)
+
+            interrupted = interrupted and r.step < r.stop  # the last step: a normal finish
+            final = r.step >= r.stop or over or interrupted
+            if not dist_info.main:
+                if final:
+                    break
+                continue
+            if r.bar:
+                r.bar.update(1)
+            if r.step % t.log_every == 0 or final:
+                _log(r, lr)
+            if (final and not interrupted) or (t.val_every and r.step % t.val_every == 0):
+                _validate_and_log(r)
+            if final or _checkpoint_due(r):
+                with stop_request.saving():
+                    _save(r)
+                r.last_ckpt = time.monotonic()
+            if final:
+                break
+    finally:
+        stop_request.uninstall()
+        if r.bar:
+            r.bar.close()
+        _end_distributed(dist_info)
+    if interrupted:
+        raise _interrupted(r, stop_request)
+    return r.result
+
+
+# -- the loop's parts, in the order train() calls them -------------------------------------
+
+def _prepare_run_dir(cfg: TrainingConfig, run_dir: Path, resume: bool, dist_info: Dist,
+                     device: torch.device) -> list:
+    """Rank 0 claims run.dir (a used one only with ``resume``), writes config.toml there and
+    loads the validation set (returned; [] on the other ranks)."""
     val: list = []
     failure: Exception | None = None
     if dist_info.main:  # what rank 0 alone does; a failure there must stop every rank
@@ -372,7 +481,12 @@ def train(cfg: TrainingConfig, resume: bool = False, progress: bool = True,
         _end_distributed(dist_info)
         raise failure or ConfigError(f"rank {dist_info.rank}: rank 0 refused the run (its "
                                      "message says why)")
+    return val
 
+
+def _setup(cfg: TrainingConfig, dist_info: Dist, device: torch.device, run_dir: Path,
+           val: list, echo: Callable[[str], None]) -> _Run:
+    """The model, its EMA, the optimizer, AMP and the loss, for steps 0..stop."""
     torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
     model = build_model(cfg, echo if dist_info.main else lambda msg: None).to(device)
     ema = EMA(model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
@@ -383,151 +497,141 @@ def train(cfg: TrainingConfig, resume: bool = False, progress: bool = True,
     dtype = amp_dtype(t.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
     criterion = loss_fn(cfg)
-
-    start, elapsed_before = 0, 0.0
-    rng_state = None
-    if resume:
-        st = ckpt.load_state(run_dir, model, ema.model if ema else None, optimizer, scaler)
-        start, elapsed_before = int(st["step"]), float(st["elapsed"])
-        rng_state = (st["rng_torch"], st.get("rng_cuda") or [])
     stop = t.max_steps if not t.stop_at else min(t.max_steps, t.stop_at)
-    if start >= stop:
-        if dist_info.main:
-            echo(f"run {run_dir} is already at step {start} (stop at {stop}): nothing to do")
-        return {"step": start}
+    return _Run(cfg=cfg, dist=dist_info, device=device, run_dir=run_dir, val=val, model=model,
+                net=model, ema=ema, params=params, optimizer=optimizer, dtype=dtype,
+                scaler=scaler, criterion=criterion,
+                n_params=sum(p.numel() for p in model.parameters()), stop=stop)
 
-    net: nn.Module = model
-    if dist_info.world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
 
-        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+def _resume(r: _Run) -> tuple:
+    """Load the checkpoint of run.dir into the run; returns the RNG states it was written
+    with (torch, CUDA), which ``_seed_drop_path`` restores once the data is ready."""
+    st = ckpt.load_state(r.run_dir, r.model, r.ema.model if r.ema else None, r.optimizer,
+                         r.scaler)
+    r.start, r.elapsed_before = int(st["step"]), float(st["elapsed"])
+    return (st["rng_torch"], st.get("rng_cuda") or [])
 
-    pairs = load_pairs(cfg.data)
-    loader = make_loader(pairs, cfg.data, cfg.run.seed, start, stop, dist_info.rank,
-                         dist_info.world)
-    n_params = sum(p.numel() for p in model.parameters())
-    if dist_info.main:
-        echo(f"training {cfg.model.family} ({n_params:,} parameters) on {device}"
-             f"{f' x{dist_info.world} processes' if dist_info.world > 1 else ''}: "
-             f"{len(pairs)} training images, {len(val)} validation images, "
-             f"steps {start}..{stop}, run dir {run_dir}")
 
-    # The drop-path RNG: per rank, restored on resume (after the model and data are ready).
+def _banner(r: _Run, n_pairs: int) -> str:
+    return (f"training {r.cfg.model.family} ({r.n_params:,} parameters) on {r.device}"
+            f"{f' x{r.dist.world} processes' if r.dist.world > 1 else ''}: "
+            f"{n_pairs} training images, {len(r.val)} validation images, "
+            f"steps {r.start}..{r.stop}, run dir {r.run_dir}")
+
+
+def _seed_drop_path(r: _Run, rng_state: tuple | None) -> None:
+    """The drop-path RNG: per rank, restored on resume (after the model and data are ready)."""
     if rng_state is not None:
         torch.set_rng_state(rng_state[0])
-        if rng_state[1] and device.type == "cuda":
+        if rng_state[1] and r.device.type == "cuda":
             torch.cuda.set_rng_state_all(rng_state[1])
     else:
-        torch.manual_seed(cfg.run.seed * 1000 + dist_info.rank + 1)
+        torch.manual_seed(r.cfg.run.seed * 1000 + r.dist.rank + 1)
 
-    bar = None
-    if dist_info.main and progress and bars.enabled():  # the log has every step anyway
-        bar = bars.bar(stop, initial=start, unit="it", mininterval=1.0)
-    t0 = time.monotonic()
-    last_ckpt = t0
-    step = start
-    window: list[float] = []
-    tick, tick_step = time.monotonic(), start
-    result: dict = {"step": start}
 
-    def save(step_: int) -> None:
-        ckpt.save_state(run_dir, step=step_, model=model, ema=ema.model if ema else None,
-                        optimizer=optimizer, scaler=scaler,
-                        elapsed=elapsed_before + time.monotonic() - t0, config=cfg.to_dict(),
-                        extra={"parameters": n_params})
+def _start_clocks(r: _Run, progress: bool, echo: Callable[[str], None]) -> None:
+    """The progress bar (rank 0), the wall clock and the counters, at step ``r.start``."""
+    if r.dist.main and progress and bars.enabled():  # the log has every step anyway
+        r.bar = bars.bar(r.stop, initial=r.start, unit="it", mininterval=1.0)
+    r.say = r.bar.write if r.bar else echo
+    r.t0 = time.monotonic()
+    r.last_ckpt = r.t0
+    r.step = r.start
+    r.window = []
+    r.tick, r.tick_step = time.monotonic(), r.start
+    r.result = {"step": r.start}
 
-    def validate_and_log(step_: int) -> None:
-        if not val:
-            return
-        res = validate(ema.model if ema else model, val, cfg, device)
-        _append_jsonl(run_dir / "val.jsonl", {"step": step_, **res})
-        name0, lq0, _ = val[0]
-        rows = feature_stats(model.eval(), to_tensor(lq0).unsqueeze(0).to(device))
-        model.train()
-        _append_jsonl(run_dir / "stats.jsonl", {"step": step_, "image": name0, "blocks": rows})
-        result["val_psnr"] = res["psnr"]
-        msg = f"step {step_}: validation PSNR {res['psnr']:.3f} dB"
-        (bar.write if bar else echo)(msg)
 
-    stop_request = StopRequest(
-        (bar.write if bar else echo) if dist_info.main else None).install()
-    interrupted = False
-    try:
-        for lq, gt in loader:
-            lr = lr_at(step, cfg, (elapsed_before + time.monotonic() - t0) / 60.0)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            lq, gt = lq.to(device, non_blocking=True), gt.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=dtype or torch.float32,
-                                enabled=dtype is not None):
-                out = net(lq)
-            loss = criterion(out, gt)
-            loss_value = float(loss.detach())
-            # Every rank takes the same branch (one collective per step): a NaN/Inf loss on
-            # any rank, the wall clock (stop after this step), a signal on any rank.
-            over = bool(t.max_minutes) and (
-                elapsed_before + time.monotonic() - t0) > 60 * t.max_minutes
-            diverged, over, interrupted = _any_rank(
-                [not math.isfinite(loss_value), over, stop_request.signum is not None],
-                dist_info, device)
-            if diverged:
-                what = (f"the loss is {loss_value} (NaN/Inf)" if not math.isfinite(loss_value)
-                        else "the loss of another rank is NaN/Inf")
-                raise TrainingDiverged(
-                    f"step {step + 1}: {what}; training stopped. The last checkpoint in "
-                    f"{run_dir} is intact. Try a lower train.lr (now {lr:.3g}), "
-                    "train.grad_clip, or train.amp = 'fp32'.")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if t.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            if ema:
-                ema.update(model, step)
-            window.append(loss_value)
-            result.update(step=step, loss=loss_value)
+def _set_lr(r: _Run) -> float:
+    lr = lr_at(r.step, r.cfg, (r.elapsed_before + time.monotonic() - r.t0) / 60.0)
+    for g in r.optimizer.param_groups:
+        g["lr"] = lr
+    return lr
 
-            interrupted = interrupted and step < stop  # the last step: a normal finish
-            final = step >= stop or over or interrupted
-            if not dist_info.main:
-                if final:
-                    break
-                continue
-            if bar:
-                bar.update(1)
-            if step % t.log_every == 0 or final:
-                now = time.monotonic()
-                its = (step - tick_step) / max(now - tick, 1e-9)
-                tick, tick_step = now, step
-                row = {"step": step, "loss": float(np.mean(window)), "lr": lr, "it_s": its,
-                       "elapsed_s": round(elapsed_before + now - t0, 2)}
-                window = []
-                _append_jsonl(run_dir / "log.jsonl", row)
-                if bar:
-                    nxt = {"next_val": step - step % t.val_every + t.val_every} if t.val_every else {}
-                    bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}", **nxt)
-            if (final and not interrupted) or (t.val_every and step % t.val_every == 0):
-                validate_and_log(step)
-            due = (t.ckpt_every and step % t.ckpt_every == 0) or (
-                t.ckpt_minutes and time.monotonic() - last_ckpt > 60 * t.ckpt_minutes)
-            if final or due:
-                with stop_request.saving():
-                    save(step)
-                last_ckpt = time.monotonic()
-            if final:
-                break
-    finally:
-        stop_request.uninstall()
-        if bar:
-            bar.close()
-        _end_distributed(dist_info)
-    if interrupted:
-        why = stop_request.signal or "a signal on another rank"
-        raise TrainingInterrupted(
-            f"{why}: stopped after step {step}; checkpoint written to {run_dir}. Continue "
-            f"with: restore train --resume {run_dir}",
-            stop_request.signum or signal.SIGTERM)
-    return result
+
+def _forward(r: _Run, lq: Tensor, gt: Tensor) -> Tensor:
+    """The loss of one batch (autocast as train.amp says; the loss itself in fp32)."""
+    lq, gt = lq.to(r.device, non_blocking=True), gt.to(r.device, non_blocking=True)
+    with torch.autocast(r.device.type, dtype=r.dtype or torch.float32,
+                        enabled=r.dtype is not None):
+        out = r.net(lq)
+    return r.criterion(out, gt)
+
+
+def _over_time(r: _Run) -> bool:
+    """Whether train.max_minutes is spent (resumed runs' time included)."""
+    t = r.cfg.train
+    return bool(t.max_minutes) and (
+        r.elapsed_before + time.monotonic() - r.t0) > 60 * t.max_minutes
+
+
+def _diverged(r: _Run, loss_value: float, lr: float) -> TrainingDiverged:
+    what = (f"the loss is {loss_value} (NaN/Inf)" if not math.isfinite(loss_value)
+            else "the loss of another rank is NaN/Inf")
+    return TrainingDiverged(
+        f"step {r.step + 1}: {what}; training stopped. The last checkpoint in "
+        f"{r.run_dir} is intact. Try a lower train.lr (now {lr:.3g}), "
+        "train.grad_clip, or train.amp = 'fp32'.")
+
+
+def _optimizer_step(r: _Run, loss: Tensor) -> None:
+    """Backward (scaled for fp16), gradient clipping, the optimizer and scaler steps."""
+    r.optimizer.zero_grad(set_to_none=True)
+    r.scaler.scale(loss).backward()
+    if r.cfg.train.grad_clip > 0:
+        r.scaler.unscale_(r.optimizer)
+        torch.nn.utils.clip_grad_norm_(r.params, r.cfg.train.grad_clip)
+    r.scaler.step(r.optimizer)
+    r.scaler.update()
+
+
+def _log(r: _Run, lr: float) -> None:
+    """A log.jsonl line (mean loss since the last one, it/s) and the bar's postfix."""
+    t = r.cfg.train
+    now = time.monotonic()
+    its = (r.step - r.tick_step) / max(now - r.tick, 1e-9)
+    r.tick, r.tick_step = now, r.step
+    row = {"step": r.step, "loss": float(np.mean(r.window)), "lr": lr, "it_s": its,
+           "elapsed_s": round(r.elapsed_before + now - r.t0, 2)}
+    r.window = []
+    _append_jsonl(r.run_dir / "log.jsonl", row)
+    if r.bar:
+        nxt = {"next_val": r.step - r.step % t.val_every + t.val_every} if t.val_every else {}
+        r.bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}", **nxt)
+
+
+def _validate_and_log(r: _Run) -> None:
+    """Validation PSNR (of the EMA) to val.jsonl, feature statistics (of the trained model,
+    on the first image) to stats.jsonl."""
+    if not r.val:
+        return
+    res = validate(r.ema.model if r.ema else r.model, r.val, r.cfg, r.device)
+    _append_jsonl(r.run_dir / "val.jsonl", {"step": r.step, **res})
+    name0, lq0, _ = r.val[0]
+    rows = feature_stats(r.model.eval(), to_tensor(lq0).unsqueeze(0).to(r.device))
+    r.model.train()
+    _append_jsonl(r.run_dir / "stats.jsonl", {"step": r.step, "image": name0, "blocks": rows})
+    r.result["val_psnr"] = res["psnr"]
+    r.say(f"step {r.step}: validation PSNR {res['psnr']:.3f} dB")
+
+
+def _checkpoint_due(r: _Run) -> bool:
+    t = r.cfg.train
+    return bool((t.ckpt_every and r.step % t.ckpt_every == 0) or (
+        t.ckpt_minutes and time.monotonic() - r.last_ckpt > 60 * t.ckpt_minutes))
+
+
+def _save(r: _Run) -> None:
+    ckpt.save_state(r.run_dir, step=r.step, model=r.model, ema=r.ema.model if r.ema else None,
+                    optimizer=r.optimizer, scaler=r.scaler,
+                    elapsed=r.elapsed_before + time.monotonic() - r.t0,
+                    config=r.cfg.to_dict(), extra={"parameters": r.n_params})
+
+
+def _interrupted(r: _Run, stop_request: StopRequest) -> TrainingInterrupted:
+    why = stop_request.signal or "a signal on another rank"
+    return TrainingInterrupted(
+        f"{why}: stopped after step {r.step}; checkpoint written to {r.run_dir}. Continue "
+        f"with: restore train --resume {r.run_dir}",
+        stop_request.signum or signal.SIGTERM)
