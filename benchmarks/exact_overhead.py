@@ -17,7 +17,7 @@ import time
 import torch
 
 from restore.engine.runner import Restorer
-from restore.weights import load_registry, resolve
+from restore.registry import load_registry, resolve
 
 
 def main() -> None:

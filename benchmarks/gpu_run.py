@@ -385,13 +385,13 @@ def parse_verbose(path: Path) -> list[dict]:
 
 def throughput_plan(ctx: Context) -> tuple[list[dict], list[dict], list[dict]]:
     """(eager jobs, compile jobs, rows for models not measured again)."""
-    from restore import weights  # no torch: registry parsing only
+    from restore import registry  # no torch: registry parsing only
 
-    reg = weights.load_registry()
-    base = str(weights.base_registry_path())
+    reg = registry.load_registry()
+    base = str(registry.base_registry_path())
     specs = [s for s in reg.models.values() if s.origin == base]
     defaults = [n for names in reg.defaults.values() for n in names]
-    embedded = weights.EmbeddedSource
+    embedded = registry.EmbeddedSource
     # defaults first, then the other embedded models, then the Hub's (x4 before x2/x3)
     specs.sort(key=lambda s: (s.name not in defaults, not isinstance(s.source, embedded),
                               s.scale != 4))
@@ -412,14 +412,14 @@ def throughput_plan(ctx: Context) -> tuple[list[dict], list[dict], list[dict]]:
         archs = [a for a in ARCHS if a in wanted]
     elif ctx.dry:  # one model of each path: an arch, embedded, deduplicated, hub (random)
         archs = list(ARCHS[:1])
-        hub = [s for s in specs if isinstance(s.source, weights.HubSource)][:1]
+        hub = [s for s in specs if isinstance(s.source, registry.HubSource)][:1]
         specs = [s for s in specs if s.name in ("swinir-iln-t.sr-x4", "swinir-iln-t.denoise")] + hub
     else:
         archs = list(ARCHS)
     models = [{"id": a, "label": a, "kind": "arch", "load": a, "weights": "random",
                "fp16_safe": False} for a in archs]
     for s in specs:
-        kind = "file" if isinstance(s.source, weights.EmbeddedSource) else "registry"
+        kind = "file" if isinstance(s.source, registry.EmbeddedSource) else "registry"
         models.append({"id": s.name, "label": s.name, "kind": kind, "weights": "trained",
                        "load": str(s.source.path) if kind == "file" else s.name,
                        "family": s.family, "config": s.config_dict(), "fp16_safe": s.fp16_safe})
@@ -659,11 +659,11 @@ def _model_source(job: dict, spec: dict, tp) -> tuple[str, str]:
     saved to a scratch file."""
     if job["kind"] in ("arch", "file"):
         return job["load"], job["weights"]
-    from restore import weights
+    from restore import registry
 
-    spec_ = weights.load_registry().get(job["load"])
+    spec_ = registry.load_registry().get(job["load"])
     try:
-        if weights.cached_path(spec_) is not None:
+        if registry.cached_path(spec_) is not None:
             return job["load"], "trained"
     except Exception:  # noqa: BLE001 (no hub client or a broken cache: random weights)
         pass

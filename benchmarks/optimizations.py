@@ -107,7 +107,7 @@ def load(spec: str):
         return throughput.load(spec)
     if spec.endswith(".safetensors") or Path(spec).is_file():
         return load_model(spec)
-    from restore.weights import load_registry_model
+    from restore.registry import load_registry_model
 
     return load_registry_model(spec)
 

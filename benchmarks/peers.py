@@ -10,7 +10,7 @@ protocol's channel and border crop) and averaged per set by SetResult. So a row 
 what `restore eval` prints for the same model or baseline on the same images.
 
 Ours: the shipped default model for the task and level (weights.toml ``[defaults]``,
-picked per image by restore.weights.pick_by_level as `restore jpeg` / `restore denoise`
+picked per image by restore.registry.pick_by_level as `restore jpeg` / `restore denoise`
 pick it), loaded by restore.evaluate.load_method: whole image, CPU, fp32.
 
 Peers, per task (sets and levels by default):
@@ -167,14 +167,14 @@ def runnable_peers(task: str, level: int, have_bm3d: bool) -> list:
 def ours_for(task: str, level: int, channels: int, loaded: dict):
     """The shipped default Method for this task, level and image channels (1 or 3);
     ``loaded`` caches the Methods by registry name across calls."""
-    from restore import weights
+    from restore import registry
     from restore.evaluate import load_method
     from restore.tasks import Task
 
-    registry = weights.load_registry()
+    reg = registry.load_registry()
     key = f"sr-x{level}" if task == "sr" else task
-    registry.require_default(key)  # none shipped: an error that says what to pass instead
-    spec = weights.pick_by_level(registry.defaults_for(key), None if task == "sr" else level,
+    reg.require_default(key)  # none shipped: an error that says what to pass instead
+    spec = registry.pick_by_level(reg.defaults_for(key), None if task == "sr" else level,
                                  channels=channels)
     if spec.name not in loaded:
         loaded[spec.name] = load_method(spec.name, Task(task), "cpu")

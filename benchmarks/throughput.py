@@ -111,7 +111,7 @@ def load(name: str):
     import torch
 
     if name.rpartition("-")[0] in ARCHS and name.rpartition("-")[2] in NORMS:
-        from restore import weights
+        from restore import registry
         from restore.archs import build
 
         arch, _, norm = name.rpartition("-")
@@ -122,7 +122,7 @@ def load(name: str):
             m = load_config(Path(__file__).resolve().parents[1] / source).model
             family, cfg = m.family, dict(m.arch)
         else:
-            preset = weights.load_registry().preset(source)
+            preset = registry.load_registry().preset(source)
             family, cfg = preset.family, preset.config_dict()
         cfg.pop("stdnorm", None)
         cfg.pop("eps", None)
@@ -135,9 +135,9 @@ def load(name: str):
         return load_model(name)
     if Path(name).suffix in (".safetensors", ".pth", ".pt", ".ckpt"):
         raise FileNotFoundError(f"no such file: {name}")
-    from restore import weights
+    from restore import registry
 
-    return weights.load_registry_model(name)
+    return registry.load_registry_model(name)
 
 
 def child_flops(args: argparse.Namespace) -> dict:

@@ -80,14 +80,14 @@ def load(model: str | None, task: str, scale: int):
 
     if model and Path(model).exists():
         return load_model(model)
-    from restore import weights
+    from restore import registry
 
-    reg = weights.load_registry()
+    reg = registry.load_registry()
     key = f"sr-x{scale}" if task == "sr" else task
     spec = reg.get(model) if model else reg.default_for(key)
     if spec is None:
         sys.exit(f"no default {key} model in weights.toml; pass --model")
-    return weights.load_registry_model(spec)
+    return registry.load_registry_model(spec)
 
 
 def make_input(width: int, height: int, photo: bool, task: str):

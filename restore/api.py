@@ -59,16 +59,16 @@ def load_models(task: Task, scale: int, model: str | None, offline: bool = False
     if model and _is_file(model):
         loaded = [(str(model), load_model(model), False, None)]
     else:
-        from . import weights
+        from . import registry
 
-        reg = weights.load_registry()
+        reg = registry.load_registry()
         key = _task_key(task, scale)
         specs = [reg.get(model)] if model else reg.defaults_for(key) or [reg.require_default(key)]
         if level is not None:  # the one for that level, for gray and for colour images
-            specs = list(dict.fromkeys(weights.pick_by_level(specs, level, channels=c)
+            specs = list(dict.fromkeys(registry.pick_by_level(specs, level, channels=c)
                                        for c in (3, 1)))
-        loaded = [(spec.name, weights.load_registry_model(spec, offline=offline),
-                   bool(spec.fp16_safe), weights.level_range(spec)) for spec in specs]
+        loaded = [(spec.name, registry.load_registry_model(spec, offline=offline),
+                   bool(spec.fp16_safe), registry.level_range(spec)) for spec in specs]
     return [_facts(name, module, task, scale, fp16_safe, span)
             for name, module, fp16_safe, span in loaded]
 
@@ -250,9 +250,9 @@ def load(model: str | Path | None = None, *, task: str | Task | None = None,
         task = task or _task_of_file(Path(model), net.scale)
         loaded = _facts(str(model), net, task, scale or net.scale, False, None)
     else:
-        from . import weights
+        from . import registry
 
-        spec = weights.load_registry().get(str(model))
+        spec = registry.load_registry().get(str(model))
         task = task or spec.task
         loaded = load_models(task, scale or spec.scale, str(model), offline)[0]
     dev = resolve_device(device)

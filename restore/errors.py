@@ -68,3 +68,11 @@ def os_error_words(exc: OSError) -> str:
 
     name = _errno.errorcode.get(exc.errno or -1, "")
     return _OS_WORDS.get(name) or (exc.strerror.lower() if exc.strerror else str(exc))
+
+
+class UnknownModelError(UsageError):
+    """A model or preset name that the registry does not have (lists close matches)."""
+
+
+class NoDefaultModelError(UsageError):
+    """The registry declares no default model for a task yet."""

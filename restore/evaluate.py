@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from .degrade import add_gaussian_noise, imresize, jpeg_compress, modcrop
-from .errors import RestoreError, UsageError
+from .errors import RestoreError, UnknownModelError, UsageError
 from .io import IMAGE_SUFFIXES
 from .metrics import psnr, ssim
 from .tasks import Task
@@ -352,8 +352,7 @@ def _check_device(device: str) -> str:
 
 
 def load_method(model: str, task: Task, device: str = "cpu", **run: Any) -> Method:
-    """Resolve ``--model``: a baseline name, a checkpoint file, or (when the registry module
-    provides ``resolve``) a registry name. Unknown names are a UsageError. ``run``: the
+    """Resolve ``--model``: a baseline name, a checkpoint file, or a registry name. Unknown names are a UsageError. ``run``: the
     tile, tile_mode, precision and exact_memory of ``model_method``."""
     try:
         baseline = Baseline(model)
@@ -370,29 +369,16 @@ def load_method(model: str, task: Task, device: str = "cpu", **run: Any) -> Meth
         from .checkpoint import load_model
 
         return model_method(load_model(path), name=model, device=_check_device(device), **run)
-    from . import weights
+    from . import registry
 
-    baselines = ", ".join(f"{b.value} ({'/'.join(t.value for t in BASELINE_TASKS[b])})"
-                          for b in Baseline)
-    resolve = getattr(weights, "resolve", None)
-    if resolve is None:
-        raise UsageError(f"unknown model {model!r}: it is neither a baseline ({baselines}) nor "
-                         "a checkpoint file, and the model registry (weights.toml) is empty")
-    unknown = getattr(weights, "UnknownModelError", ())
     try:
-        found = resolve(model)
-    except unknown as exc:  # the registry's message, plus what else --model accepts
+        found = registry.load_registry_model(model)
+    except UnknownModelError as exc:  # the registry's message, plus what else --model accepts
+        baselines = ", ".join(f"{b.value} ({'/'.join(t.value for t in BASELINE_TASKS[b])})"
+                              for b in Baseline)
         raise UsageError(f"{exc}; --model also takes a baseline ({baselines}) or a checkpoint "
                          "file") from None
-    if isinstance(found, (str, os.PathLike)):
-        from .checkpoint import load_model
-
-        return model_method(load_model(found), name=model, device=_check_device(device),
-                            **run)
-    if callable(found):
-        return model_method(found, name=model, device=_check_device(device), **run)
-    raise RestoreError(f"registry entry {model!r} resolved to a {type(found).__name__}, "
-                       "neither a checkpoint path nor a model")
+    return model_method(found, name=model, device=_check_device(device), **run)
 
 
 # -- one image ----------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ installed; plain HTTP otherwise.
 
 Failures become ``restore.errors.WeightsError`` (``NotCachedError`` when offline) with
 a message that says what to do; verification of the content (sha256) is the caller's job
-(``restore.weights.resolve_weights``).
+(``restore.registry.resolve_weights``).
 """
 
 from __future__ import annotations

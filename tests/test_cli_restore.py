@@ -91,9 +91,9 @@ def test_jpeg_reads_the_quality_from_the_file(models, tmp_path):
 
 
 def test_jpeg_warns_when_the_quality_is_outside_the_models_range(tmp_path):
-    from restore import weights
+    from restore import registry
 
-    specs = weights.load_registry().defaults_for("jpeg")
+    specs = registry.load_registry().defaults_for("jpeg")
     lo, hi = specs[-1].quality_range  # the shipped defaults: the last for the top qualities
     assert hi < 95  # none is meant for near-lossless files
     Image.fromarray(_rgb(32, 32)).save(tmp_path / "fine.jpg", quality=95)
@@ -113,7 +113,7 @@ def _two_defaults(tmp_path, task, spans, chans=(3, 3)):
     name -> weights file)."""
     import hashlib
 
-    from restore.weights import FileSource, dump_registry, make_spec
+    from restore.registry import FileSource, dump_registry, make_spec
 
     config_dir, entries, paths = tmp_path / "config", {}, {}
     for seed, (name, span) in enumerate(((f"t.{task}", spans[0]), (f"t.{task}-hi", spans[1]))):
@@ -382,9 +382,9 @@ def test_every_shipped_default_restores_offline_and_beats_its_input(tmp_path, ta
 
     from restore.degrade import add_gaussian_noise, imresize, jpeg_compress
     from restore.metrics import psnr
-    from restore.weights import load_registry
+    from restore.registry import load_registry
 
-    from restore.weights import pick_by_level
+    from restore.registry import pick_by_level
 
     quality = 90 if task == "jpeg-q90" else 10
     specs = load_registry().defaults_for(task.split("-q")[0])

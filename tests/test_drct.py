@@ -317,7 +317,7 @@ def test_import_an_official_basicsr_checkpoint(tmp_path, monkeypatch):
     """What ``restore models import drct_x4.pth --family drct --config ...`` does: the
     fixture weights in the official layout (buffers included), wrapped as BasicSR saves
     them (``params`` and ``params_ema``: EMA preferred), registered and loaded back."""
-    from restore import weights
+    from restore import registry
 
     monkeypatch.setenv("RESTORE_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("RESTORE_DATA_DIR", str(tmp_path / "data"))
@@ -330,9 +330,9 @@ def test_import_an_official_basicsr_checkpoint(tmp_path, monkeypatch):
     ckpt = tmp_path / "drct_x4.pth"
     torch.save({"params": {k: torch.zeros_like(v) for k, v in official.items()},
                 "params_ema": official}, ckpt)
-    spec = weights.import_checkpoint(ckpt, "my-drct", family="drct", config=cfg["kwargs"])
+    spec = registry.import_checkpoint(ckpt, "my-drct", family="drct", config=cfg["kwargs"])
     assert spec.family == "drct" and spec.scale == 4 and spec.norm == "layernorm"
-    model = weights.load_registry_model("my-drct").eval()
+    model = registry.load_registry_model("my-drct").eval()
     io = load_file(str(case / "io.safetensors"))
     with torch.inference_mode():
         assert (model(io["input"]) - io["output"]).abs().max().item() <= 1e-4
@@ -401,7 +401,7 @@ def test_import_then_restore_through_the_executable(tmp_path):
     from PIL import Image
     from safetensors.torch import load_file
 
-    from restore.weights import _toml_loads
+    from restore.registry import toml_loads
 
     case = require(DRCT_FIXTURES / "drct_x4")
     official = load_file(str(case / "weights.safetensors"))
@@ -413,7 +413,7 @@ def test_import_then_restore_through_the_executable(tmp_path):
     res = _cli("models", "import", ckpt, "--name", "my-drct", env=env)
     assert res.returncode == 0, res.stderr
     assert "registered my-drct" in res.stderr and "--model my-drct" in res.stderr
-    entry = _toml_loads(res.stdout)["models"]["my-drct"]
+    entry = toml_loads(res.stdout)["models"]["my-drct"]
     assert (entry["family"], entry["norm"], entry["task"], entry["scale"]) == (
         "drct", "layernorm", "sr", 4)
     assert entry["params"] == sum(v.numel() for k, v in official.items()

@@ -169,14 +169,8 @@ def test_method_resolution_errors():
         load_method("bicubic", Task.DENOISE)
     with pytest.raises(UsageError):
         load_method("identity", Task.SR)
-    import restore.weights
-
-    if hasattr(restore.weights, "resolve"):  # the registry has landed
-        with pytest.raises(UsageError, match="no-such-model-name.*baseline"):
-            load_method("no-such-model-name", Task.SR)
-    else:
-        with pytest.raises(UsageError, match="neither a baseline .* registry .* is empty"):
-            load_method("swinir-m-x4", Task.SR)
+    with pytest.raises(UsageError, match="no-such-model-name.*baseline"):
+        load_method("no-such-model-name", Task.SR)
 
 
 def test_dataset_names_and_listing(benchmarks, tmp_path):

@@ -34,7 +34,7 @@ import numpy as np
 import pytest
 import torch
 
-from restore import weights
+from restore import registry
 from restore.archs import build
 from restore.checkpoint import load_model, load_state_dict
 from restore.engine import Precision, Restorer, resolve_precision
@@ -71,10 +71,10 @@ def figure(request, record_property):
 
 # -- models --------------------------------------------------------------------------------
 
-def _shipped() -> list[weights.ModelSpec]:
+def _shipped() -> list[registry.ModelSpec]:
     """The entries of the shipped registry (not a user's imports)."""
-    base = str(weights.base_registry_path())
-    return [s for s in weights.load_registry().models.values() if s.origin == base]
+    base = str(registry.base_registry_path())
+    return [s for s in registry.load_registry().models.values() if s.origin == base]
 
 
 SHIPPED = {s.name: s for s in _shipped()}
@@ -104,7 +104,7 @@ def load_named(name: str) -> tuple[torch.nn.Module, str, bool]:
     registry name or a PINNED name."""
     if name in PINNED:
         preset, norm = PINNED[name]
-        p = weights.load_registry().preset(preset)
+        p = registry.load_registry().preset(preset)
         cfg = p.config_dict()
         cfg.pop("stdnorm", None)
         cfg.pop("eps", None)
@@ -113,11 +113,11 @@ def load_named(name: str) -> tuple[torch.nn.Module, str, bool]:
         return build(p.family, **cfg).eval(), "random", False
     spec = SHIPPED[name]
     try:
-        path = weights.cached_path(spec)
+        path = registry.cached_path(spec)
     except Exception:  # noqa: BLE001 (no huggingface_hub, a broken cache: random weights)
         path = None
     if path is not None:
-        return weights.load_registry_model(spec, offline=True), "trained", spec.fp16_safe
+        return registry.load_registry_model(spec, offline=True), "trained", spec.fp16_safe
     torch.manual_seed(0)
     return build(spec.family, **spec.config).eval(), "random", spec.fp16_safe
 
@@ -249,7 +249,7 @@ EXACT_MODELS = {
     "fixture hat_iln_x2": lambda: _fixture("hat_iln_x2"),
     "fixture hat_x4": lambda: _fixture("hat_x4"),
     **{f"shipped {n}": (lambda s=s: load_model(s.source.path)) for n, s in SHIPPED.items()
-       if isinstance(s.source, weights.EmbeddedSource)},
+       if isinstance(s.source, registry.EmbeddedSource)},
 }
 
 

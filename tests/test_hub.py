@@ -22,7 +22,7 @@ import torch
 from hub_server import HubServer
 from restore.archs import build
 from restore.checkpoint import save_model
-from restore.weights import FileSource, HubSource, _toml_loads, entry_toml, make_spec, read_registry
+from restore.registry import FileSource, HubSource, toml_loads, entry_toml, make_spec, read_registry
 
 REPO_ID = "restore-test/tiny"
 FILENAME = "weights/tiny.safetensors"
@@ -291,7 +291,7 @@ def test_push_uploads_file_and_card_and_prints_a_pinned_entry(tmp_path, env):
     assert {"image-to-image", "super-resolution", "i-LN"} <= set(meta["tags"])
     assert "| Set5 | 30.50 |" in card
 
-    entry = _toml_loads(out.stdout)["models"]["tiny-iln.sr-x2"]
+    entry = toml_loads(out.stdout)["models"]["tiny-iln.sr-x2"]
     assert entry["source"] == {"kind": "hub", "repo_id": "restore-test/pushed",
                                "filename": "tiny-iln.sr-x2.safetensors", "revision": head}
     assert entry["sha256"] == hashlib.sha256(local.read_bytes()).hexdigest()

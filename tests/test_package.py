@@ -45,7 +45,7 @@ def test_unknown_option_is_a_usage_error():
 
 
 def test_installed_package_finds_its_registry():
-    from restore.weights import read_registry, registry_path
+    from restore.registry import read_registry, registry_path
 
     path = registry_path()
     assert path.is_file()
@@ -72,13 +72,13 @@ def test_wheel_contains_registry_and_entry_point(tmp_path):
 
 
 # -- the direction of imports ------------------------------------------------------------
-# cli -> (train, api) -> evaluate -> (weights, hub, checkpoint, engine, io) -> (archs, degrade,
+# cli -> (train, api) -> evaluate -> (registry, hub, checkpoint, engine, io) -> (archs, degrade,
 # metrics) -> norms -> errors. A module may import its own level or lower, never higher. The
 # package's __init__ is the facade on top (restore.load re-exports restore.api): nothing below
 # the CLI may import it.
 LEVELS = {
     "errors": 0, "tasks": 0, "progress": 1, "norms": 1, "archs": 2, "degrade": 2, "metrics": 2, "estimate": 2,
-    "checkpoint": 3, "weights": 3, "hub": 3, "engine": 3, "io": 3, "tiling": 3,
+    "checkpoint": 3, "registry": 3, "hub": 3, "engine": 3, "io": 3, "tiling": 3,
     "evaluate": 4, "analysis": 4, "pipeline": 4, "train": 5, "api": 5, "cli": 6, "__main__": 6, "__init__": 6,
 }
 
@@ -192,7 +192,7 @@ def test_no_two_modules_import_each_other():
     """No import cycle between modules, counting imports inside functions (which hide a
     cycle from Python at load time but not from a reader)."""
     graph = _module_graph(SOURCE_PKG, "restore")
-    assert "restore.hub" in graph["restore.weights"]  # the graph sees function-level imports
+    assert "restore.hub" in graph["restore.registry.sources"]  # the graph sees function-level imports
     assert _cycles(graph) == [], "modules that import each other"
 
 

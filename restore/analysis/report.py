@@ -95,7 +95,7 @@ def load_for_inspection(model: str, offline: bool = False) -> LoadedForInspectio
         meta = read_metadata(path) if path.suffix == ".safetensors" else {}
         declared = Task(meta["task"]) if meta.get("task") in {t.value for t in Task} else None
         return LoadedForInspection(module, model, declared)
-    from ..weights import load_registry, load_registry_model
+    from ..registry import load_registry, load_registry_model
 
     spec = load_registry().get(model)
     return LoadedForInspection(load_registry_model(spec, offline=offline), spec.name, spec.task)

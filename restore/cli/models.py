@@ -56,7 +56,7 @@ def _psnr_brief(spec) -> str:
 
 
 def _cached(spec) -> Path | None:
-    from ..weights import cached_path
+    from ..registry import cached_path
 
     return cached_path(spec)
 
@@ -89,7 +89,7 @@ def list_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """List the registry (shipped and user entries): task, size, source, cached, PSNR."""
-    from ..weights import TASK_KEYS, load_registry
+    from ..registry import TASK_KEYS, load_registry
 
     reg = load_registry()
     specs = reg.for_task(task)
@@ -121,7 +121,7 @@ def info_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Everything the registry knows about one model, and where its file is."""
-    from ..weights import HubSource, load_registry
+    from ..registry import HubSource, load_registry
 
     reg = load_registry()
     spec = reg.get(name)
@@ -164,7 +164,7 @@ def info_cmd(
 @models_app.command("presets")
 def presets_cmd(as_json: JsonOpt = False) -> None:
     """The architecture presets that 'restore models import --family' accepts."""
-    from ..weights import load_registry
+    from ..registry import load_registry
 
     reg = load_registry()
     if as_json:
@@ -188,7 +188,7 @@ def download_cmd(
 ) -> None:
     """Download (Hub entries) and verify weights; prints each verified local path."""
     from ..errors import RestoreError, UsageError
-    from ..weights import load_registry, resolve_weights
+    from ..registry import load_registry, resolve_weights
 
     reg = load_registry()
     if all_:
@@ -220,7 +220,7 @@ def verify_cmd(
     against its sha256 and size; a Hub file that fails is deleted from the cache.
     """
     from ..errors import RestoreError
-    from ..weights import load_registry, load_registry_model, verify_cached
+    from ..registry import load_registry, load_registry_model, verify_cached
 
     reg = load_registry()
     specs = [reg.get(n) for n in names] if names else list(reg.models.values())
@@ -338,7 +338,7 @@ def import_cmd(
     says otherwise), converted to safetensors in the user data dir, and added to
     the user registry.
     """
-    from ..weights import import_checkpoint, load_registry, user_registry_path
+    from ..registry import import_checkpoint, load_registry, user_registry_path
 
     shipped = load_registry().models.get(name)
     spec = import_checkpoint(
@@ -352,7 +352,7 @@ def import_cmd(
         _note(f"note: {name} now overrides the entry of {shipped.origin}")
     _note(f"registered {name} in {user_registry_path()} (weights: {spec.source.path}, "
           f"{spec.params:,} parameters); use it with --model {name}")
-    from ..weights import entry_toml
+    from ..registry import entry_toml
 
     print(entry_toml(spec), end="")
 
@@ -376,7 +376,7 @@ def push_cmd(
 
     from .. import hub
     from ..errors import UsageError
-    from ..weights import (
+    from ..registry import (
         RESTORE_FORMAT, HubSource, entry_toml, load_registry, load_registry_model, model_card,
         resolve_weights, safetensors_metadata, sha256_file,
     )

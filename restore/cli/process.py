@@ -177,7 +177,7 @@ def _level_hooks(level: Level, common: Common, models: list[Loaded]):
     and restore_files' ``before``: the per-image note, warning and recorded info."""
     import weakref
 
-    from ..weights import pick_by_level
+    from ..registry import pick_by_level
 
     # the last image (weakly: it is not kept alive for this) and its measure: measured
     # once, used by pick and by before (which come in either order)

@@ -70,7 +70,7 @@ class RunConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     family: str = "swinir"
-    name: str = ""  # a registry name (needs restore.weights.load_registry_model)
+    name: str = ""  # a registry name (needs restore.registry.load_registry_model)
     init: str = ""  # a checkpoint to start from (fine-tuning); "" = from scratch
     init_from_layernorm: bool = False  # init is a LayerNorm checkpoint: convert to i-LN
     # init is a colour (3-channel) checkpoint of a gray (in_chans = 1) scale-1 model: its

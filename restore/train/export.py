@@ -3,7 +3,7 @@
 Writes the EMA weights (or the trained ones) as a restore safetensors file, with the
 architecture config, the task and the training config in its metadata, and returns the
 ``weights.toml`` entry text to add to the registry (built and validated by
-restore.weights.make_spec): name, family, config, norm, task, scale, params, sha256, size,
+restore.registry.make_spec): name, family, config, norm, task, scale, params, sha256, size,
 training, and the embedded source (``{ kind = "embedded", path = "models/NAME.safetensors" }``,
 relative to the restore package, i.e. ``restore/models/`` in the source tree).
 """
@@ -41,11 +41,11 @@ def export_run(run_dir: str | Path, name: str, out: str | Path | None = None,
                description: str = "", license: str = "Apache-2.0",
                psnr_source: str = "", fp16_safe: bool = False, force: bool = False) -> str:
     """Write RUN_DIR's EMA (or trained) weights to ``out`` (default restore/models/NAME
-    .safetensors) and return its weights.toml entry (validated by restore.weights).
+    .safetensors) and return its weights.toml entry (validated by restore.registry).
 
     An existing ``out`` is replaced only with ``force``: the default path of a shipped name
     is the shipped model itself, whose checksum weights.toml pins."""
-    from ..weights import EmbeddedSource, entry_toml, make_spec
+    from ..registry import EmbeddedSource, entry_toml, make_spec
 
     run_dir = Path(run_dir)
     if not NAME.match(name):

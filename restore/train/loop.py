@@ -186,12 +186,8 @@ def build_model(cfg: TrainingConfig, echo: Callable[[str], None] = lambda msg: N
     if m.name:
         if m.arch:
             raise ConfigError("model.arch: give model.name or model.arch, not both")
-        try:
-            from ..weights import load_registry_model  # type: ignore[attr-defined]
-        except ImportError:
-            raise ConfigError("model.name: this restore cannot load registry models yet "
-                              "(restore.weights.load_registry_model is missing); give "
-                              "model.init (a checkpoint file) instead") from None
+        from ..registry import load_registry_model
+
         return load_registry_model(m.name).train()
     if not m.arch:  # a restore .safetensors file carries its own architecture
         return load_model(m.init).train()

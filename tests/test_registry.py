@@ -19,15 +19,18 @@ import torch
 
 import restore.archs
 import restore.checkpoint
-from restore import weights
+from restore import errors, registry
 from restore.archs import build
 from restore.checkpoint import drop_recomputed, save_model
-from restore.errors import CheckpointError, ConfigError, UsageError
-from restore.weights import (
-    ChecksumError, EmbeddedSource, FileSource, HubSource, ModelSpec, NoDefaultModelError, Task,
-    UnknownModelError, _toml_loads, entry_toml, load_registry, load_registry_model, make_spec,
-    merge_layers, parse_registry, read_registry, resolve_weights,
+from restore.errors import (
+    CheckpointError, ChecksumError, ConfigError, NoDefaultModelError, UnknownModelError, UsageError,
 )
+from restore.registry import (
+    EmbeddedSource, FileSource, HubSource, ModelSpec, entry_toml, load_registry,
+    load_registry_model, make_spec, merge_layers, parse_registry, read_registry,
+    resolve_weights, sources, toml_loads,
+)
+from restore.tasks import Task
 
 from shared_paths import FIXTURES, SHARED, require
 
@@ -80,8 +83,8 @@ def test_shipped_registry_is_typed_and_pinned():
             assert not spec.fp16_safe and "LayerNorm" in spec.description
     assert reg.get("swinir-m.sr-x4").source.repo_id == "uwg/upscaler"
     assert reg.get("hat.sr-x3").scale == 3 and reg.get("hat.sr-x3").task_key == "sr-x3"
-    assert weights.FAMILIES == restore.archs.FAMILIES
-    assert weights.RESTORE_FORMAT == restore.checkpoint.META_FORMAT
+    assert registry.FAMILIES == restore.archs.FAMILIES
+    assert registry.RESTORE_FORMAT == restore.checkpoint.META_FORMAT
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED["models"]))
@@ -91,7 +94,7 @@ def test_every_entry_builds_and_fits_the_published_checkpoint(name, fast_init):
     assert sum(p.numel() for p in model.parameters()) == spec.params
     assert model.config.upscale == spec.scale and model.config.in_chans == spec.in_chans
     assert model.config.norm.value == spec.norm
-    cached = weights.cached_path(spec)
+    cached = registry.cached_path(spec)
     if spec.source.kind == "embedded":  # our own models: the shipped file loads strictly
         assert cached is not None
         assert load_registry_model(spec).config == model.config
@@ -107,7 +110,7 @@ def test_every_entry_builds_and_fits_the_published_checkpoint(name, fast_init):
         expected = {k: v for k, v in ref["state_dict"].items()
                     if k in drop_recomputed(dict.fromkeys(ref["state_dict"]))}
         assert _shapes(model) == expected
-    cached = weights.cached_path(spec)
+    cached = registry.cached_path(spec)
     if cached is not None:  # the real file is on this machine: it must load strictly
         assert load_registry_model(spec).config == model.config
 
@@ -258,7 +261,7 @@ def test_several_defaults_each_for_a_range_pick_by_level():
     assert [s.name for s in both] == ["m.jpeg", "m.jpeg-hq"]
     assert reg.default_for("jpeg").name == "m.jpeg"  # the first is the default's name
     assert reg.defaults_of("m.jpeg-hq") == ["jpeg"] and reg.defaults_for("sr-x4") == []
-    pick = {q: weights.pick_by_level(both, q).name for q in (5, 10, 65, 70, 71, 95, 100, None)}
+    pick = {q: registry.pick_by_level(both, q).name for q in (5, 10, 65, 70, 71, 95, 100, None)}
     assert pick == {5: "m.jpeg", 10: "m.jpeg", 65: "m.jpeg", 70: "m.jpeg", 71: "m.jpeg-hq",
                     95: "m.jpeg-hq", 100: "m.jpeg-hq", None: "m.jpeg"}
 
@@ -266,11 +269,11 @@ def test_several_defaults_each_for_a_range_pick_by_level():
 def test_pick_by_level_sends_an_image_to_a_model_of_its_channels():
     from types import SimpleNamespace as M
 
-    colour = M(name="c", in_chans=3, quality_range=(10, 90), task=weights.Task.JPEG)
-    colour_hi = M(name="c-hi", in_chans=3, quality_range=(91, 99), task=weights.Task.JPEG)
-    gray = M(name="g", in_chans=1, quality_range=(10, 90), task=weights.Task.JPEG)
+    colour = M(name="c", in_chans=3, quality_range=(10, 90), task=Task.JPEG)
+    colour_hi = M(name="c-hi", in_chans=3, quality_range=(91, 99), task=Task.JPEG)
+    gray = M(name="g", in_chans=1, quality_range=(10, 90), task=Task.JPEG)
     items = [colour, colour_hi, gray]
-    pick = weights.pick_by_level
+    pick = registry.pick_by_level
     assert pick(items, 30, channels=3).name == "c" and pick(items, 95, channels=3).name == "c-hi"
     assert pick(items, 30, channels=1).name == "g"
     assert pick(items, 95, channels=1).name == "c-hi"  # no gray model for 95: the colour one
@@ -291,13 +294,13 @@ def test_a_list_of_defaults_in_the_user_registry_survives_an_import(tmp_path):
             name, family="swinir", config=dict(TINY, upscale=1, upsampler=""), task="jpeg",
             source=FileSource(path), sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
             size=path.stat().st_size, license="MIT", description="d", quality_range=span)
-    user = weights.user_registry_path()
+    user = registry.user_registry_path()
     user.parent.mkdir(parents=True)
-    user.write_text(weights.dump_registry({
+    user.write_text(registry.dump_registry({
         "schema": 1, "defaults": {"jpeg": ["u.jpeg", "u.jpeg-hi"]},
         "models": {n: entries[n].to_data() for n in ("u.jpeg", "u.jpeg-hi")}}))
     assert [s.name for s in load_registry().defaults_for("jpeg")] == ["u.jpeg", "u.jpeg-hi"]
-    weights.add_user_entry(entries["u.jpeg-x"])
+    registry.add_user_entry(entries["u.jpeg-x"])
     reg = load_registry()
     assert [s.name for s in reg.defaults_for("jpeg")] == ["u.jpeg", "u.jpeg-hi"]
     assert "u.jpeg-x" in reg.models and reg.defaults_of("u.jpeg-x") == []
@@ -305,7 +308,7 @@ def test_a_list_of_defaults_in_the_user_registry_survives_an_import(tmp_path):
     before = user.read_bytes()
     bad = dataclasses.replace(entries["u.jpeg-x"], name="u.jpeg-hi")
     with pytest.raises(ConfigError, match="'u.jpeg-hi' declares no quality_range"):
-        weights.add_user_entry(bad, replace=True)
+        registry.add_user_entry(bad, replace=True)
     assert user.read_bytes() == before
 
 
@@ -331,21 +334,21 @@ def test_each_of_several_defaults_must_declare_its_range():
 
 def test_entry_toml_round_trips():
     for spec in load_registry().models.values():
-        again = parse_registry({"schema": 1, "models": _toml_loads(entry_toml(spec))["models"]},
+        again = parse_registry({"schema": 1, "models": toml_loads(entry_toml(spec))["models"]},
                                spec.origin).models[spec.name]
         assert again == spec
 
 
 # -- user registry, embedded files, verification ----------------------------------------
 
-def _register_file(path: Path, name: str, model, registry: Path, **extra) -> ModelSpec:
+def _register_file(path: Path, name: str, model, user_file: Path, **extra) -> ModelSpec:
     spec = make_spec(name, family="swinir", config=model.config.to_kwargs(), task="sr",
                      license="Apache-2.0", description="test", source=FileSource(path),
                      sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
                      size=path.stat().st_size, **extra)
-    registry.parent.mkdir(parents=True, exist_ok=True)
-    old = registry.read_text() if registry.exists() else "schema = 1\n"
-    registry.write_text(old + "\n" + entry_toml(spec))
+    user_file.parent.mkdir(parents=True, exist_ok=True)
+    old = user_file.read_text() if user_file.exists() else "schema = 1\n"
+    user_file.write_text(old + "\n" + entry_toml(spec))
     return spec
 
 
@@ -393,7 +396,7 @@ def test_embedded_source_is_verified_and_loaded(tmp_path):
                      size=path.stat().st_size, fp16_safe=True, psnr={"Set5": 20.0})
     # the entry as weights.toml text, parsed with the package root pointed at tmp
     doc = {"schema": 1, "defaults": {"sr-x2": "tiny-iln.sr-x2"},
-           **_toml_loads(entry_toml(spec))}
+           **toml_loads(entry_toml(spec))}
     layer = parse_registry(doc, "embedded.toml", embedded_root=root, strict=False)
     reg = merge_layers([("embedded.toml", layer)])
     spec = reg.require_default("sr-x2")
@@ -413,7 +416,7 @@ def test_embedded_source_is_verified_and_loaded(tmp_path):
     assert digest in msg and hashlib.sha256(bytes(data)).hexdigest() in msg
     assert "installation is damaged" in msg and path.exists()
     path.unlink()
-    with pytest.raises(weights.WeightsError, match="missing from the installation"):
+    with pytest.raises(errors.WeightsError, match="missing from the installation"):
         resolve_weights(spec)
 
 
@@ -423,13 +426,13 @@ def test_each_file_is_hashed_once_per_process(tmp_path, monkeypatch):
                      description="d", source=FileSource(path), size=path.stat().st_size,
                      sha256=hashlib.sha256(path.read_bytes()).hexdigest())
     calls = []
-    real = weights.sha256_file
-    monkeypatch.setattr(weights, "sha256_file", lambda p: calls.append(p) or real(p))
-    weights._sha256_once.cache_clear()
+    real = sources.sha256_file
+    monkeypatch.setattr(sources, "sha256_file", lambda p: calls.append(p) or real(p))
+    sources._sha256_once.cache_clear()
     for _ in range(3):
         resolve_weights(spec)
     assert len(calls) == 1
-    weights.verify_cached(spec)  # 'restore models verify' always hashes again
+    registry.verify_cached(spec)  # 'restore models verify' always hashes again
     assert len(calls) == 2
 
 
@@ -446,7 +449,7 @@ def test_import_basicsr_checkpoint_prefers_ema(tmp_path):
     ckpt = tmp_path / "net_g_300000.pth"
     torch.save({"params": {f"module.{k}": v for k, v in src.state_dict().items()},
                 "params_ema": ema}, ckpt)
-    spec = weights.import_checkpoint(ckpt, "tiny.sr-x2", family="swinir", config=TINY,
+    spec = registry.import_checkpoint(ckpt, "tiny.sr-x2", family="swinir", config=TINY,
                                      psnr={"Set5": 30.1}, psnr_source="measured")
     assert isinstance(spec.source, FileSource)
     assert spec.source.path == (tmp_path / "data" / "models" / "tiny.sr-x2.safetensors").resolve()
@@ -462,8 +465,8 @@ def test_import_basicsr_checkpoint_prefers_ema(tmp_path):
         if k in ema:
             torch.testing.assert_close(v, ema[k])
     with pytest.raises(UsageError, match="already has a model 'tiny.sr-x2'; pass --force"):
-        weights.import_checkpoint(ckpt, "tiny.sr-x2", family="swinir", config=TINY)
-    again = weights.import_checkpoint(ckpt, "tiny.sr-x2", family="swinir", config=TINY,
+        registry.import_checkpoint(ckpt, "tiny.sr-x2", family="swinir", config=TINY)
+    again = registry.import_checkpoint(ckpt, "tiny.sr-x2", family="swinir", config=TINY,
                                       replace=True, license="Apache-2.0")
     assert load_registry().get("tiny.sr-x2").license == again.license == "Apache-2.0"
 
@@ -477,7 +480,7 @@ def test_import_bare_state_dict_with_a_preset_and_overrides(tmp_path, fast_init)
     ref = build(preset.family, **{**preset.config, **small}).eval()
     ckpt = tmp_path / "HAT-mini_iLN_x2.pth"
     torch.save(ref.state_dict(), ckpt)
-    spec = weights.import_checkpoint(ckpt, "hat-iln-tiny.sr-x2", family="hat-mini-iln-x2",
+    spec = registry.import_checkpoint(ckpt, "hat-iln-tiny.sr-x2", family="hat-mini-iln-x2",
                                      config=small)
     assert spec.family == "hat_iln" and spec.norm == "iln" and spec.scale == 2
     assert spec.license == "Apache-2.0" and "HAT-mini x2 with i-LN" in spec.description
@@ -491,14 +494,14 @@ def test_import_checks_the_architecture_strictly(tmp_path):
     ckpt = tmp_path / "x4.pth"
     torch.save(_tiny().state_dict(), ckpt)
     with pytest.raises(CheckpointError, match="unexpected keys|shape mismatch|missing keys"):
-        weights.import_checkpoint(ckpt, "wrong.sr-x2", family="swinir",
+        registry.import_checkpoint(ckpt, "wrong.sr-x2", family="swinir",
                                   config={**TINY, "embed_dim": 32, "num_heads": [4]})
     with pytest.raises(UsageError, match="say which architecture"):
-        weights.import_checkpoint(ckpt, "wrong.sr-x2")
+        registry.import_checkpoint(ckpt, "wrong.sr-x2")
     with pytest.raises(UsageError, match="needs --config"):
-        weights.import_checkpoint(ckpt, "wrong.sr-x2", family="swinir")
+        registry.import_checkpoint(ckpt, "wrong.sr-x2", family="swinir")
     with pytest.raises(UnknownModelError, match="did you mean 'swinir-m-x4'"):
-        weights.import_checkpoint(ckpt, "wrong.sr-x2", family="swinir-m-4x")
+        registry.import_checkpoint(ckpt, "wrong.sr-x2", family="swinir-m-4x")
     assert not (tmp_path / "config" / "registry.toml").exists()
     assert not (tmp_path / "data" / "models" / "wrong.sr-x2.safetensors").exists()
 
@@ -518,7 +521,7 @@ def test_import_refuses_pickles_that_need_code(tmp_path):
     with open(ckpt, "wb") as f:
         pickle.dump({"params_ema": _tiny().state_dict(), "x": _Evil(str(target))}, f)
     with pytest.raises(CheckpointError, match="evil.pth: refused: .*weights_only"):
-        weights.import_checkpoint(ckpt, "evil.sr-x2", family="swinir", config=TINY)
+        registry.import_checkpoint(ckpt, "evil.sr-x2", family="swinir", config=TINY)
     assert not target.exists()
     assert not (tmp_path / "config" / "registry.toml").exists()
 
@@ -539,7 +542,7 @@ def test_import_through_the_cli(tmp_path):
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "registered cli.sr-x2" in out.stderr and "--model cli.sr-x2" in out.stderr
-    entry = _toml_loads(out.stdout)["models"]["cli.sr-x2"]
+    entry = toml_loads(out.stdout)["models"]["cli.sr-x2"]
     assert entry["license"] == "MIT" and entry["psnr"] == {"Set5": 31.5}
     assert entry["source"]["kind"] == "file"
     loaded = load_registry_model("cli.sr-x2")
@@ -552,12 +555,12 @@ def test_model_card_has_hub_metadata():
     import yaml
 
     spec = load_registry().get("hat.sr-x4")
-    card = weights.model_card(spec, "hat.sr-x4.safetensors")
+    card = registry.model_card(spec, "hat.sr-x4.safetensors")
     meta = yaml.safe_load(card.split("---")[1])
     assert meta["license"] == "apache-2.0" and meta["pipeline_tag"] == "image-to-image"
     assert {"image-to-image", "super-resolution", "layernorm"} <= set(meta["tags"])
     assert "| Set5 | 33.04 |" in card and "not safe" in card
     odd = make_spec("x.sr-x2", family="swinir", config=TINY, task="sr", license="Custom-1",
                     description="d", source=FileSource(Path("/x")), sha256="0" * 64, size=1)
-    meta = yaml.safe_load(weights.model_card(odd, "x").split("---")[1])
+    meta = yaml.safe_load(registry.model_card(odd, "x").split("---")[1])
     assert meta["license"] == "other" and meta["license_name"] == "Custom-1"
