@@ -67,28 +67,67 @@ JsonOut = Annotated[bool, typer.Option("--json", help="One JSON line per output 
 
 @dataclass(frozen=True)
 class Common:
-    inputs: list[Path]
-    output: Path | None
-    suffix: str | None
-    fmt: str
-    output_quality: int
-    recursive: bool
-    skip_existing: bool
-    overwrite: bool
-    fail_fast: bool
-    model: str | None
-    device: str
-    precision: str
-    tile: str
-    tile_overlap: int | None
-    tile_mode: str
-    exact_memory: str | None
-    batch: int
-    outscale: float | None
-    tta: bool
-    offline: bool
-    quiet: bool
-    json: bool
+    """The options the three commands share, declared once: each field's annotation is its
+    command-line option (above) and its default the option's default. ``restore_command``
+    puts them in each command's signature, after the command's own parameters."""
+
+    inputs: Inputs
+    output: Output = None
+    suffix: Suffix = None
+    fmt: Format = "same"
+    output_quality: OutQuality = 95
+    recursive: Recursive = True
+    skip_existing: SkipExisting = False
+    overwrite: Overwrite = False
+    fail_fast: FailFast = False
+    model: Model = None
+    device: Device = "auto"
+    precision: PrecisionOpt = "auto"
+    tile: Tile = "auto"
+    tile_overlap: TileOverlap = None
+    tile_mode: TileModeOpt = "auto"
+    exact_memory: ExactMemory = None
+    batch: Batch = 1
+    outscale: Outscale = None
+    tta: TTA = False
+    offline: Offline = False
+    quiet: Quiet = False
+    json: JsonOut = False
+
+
+def restore_command(name: str):
+    """Register ``func(own..., common: Common)`` as the command ``name``: Typer sees the
+    function's own parameters, then every field of Common as an option (``inputs`` as an
+    argument, placed where the function declares ``inputs`` if it does), and the function
+    gets the shared ones as one Common."""
+    import functools
+    import inspect
+    import typing
+    from dataclasses import MISSING, fields
+
+    types = typing.get_type_hints(Common, include_extras=True)
+
+    def register(func):
+        own = [p for p in inspect.signature(func, eval_str=True).parameters.values()
+               if p.name != "common"]
+        own_names = {p.name for p in own}
+        shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY,
+                                    annotation=types[f.name],
+                                    default=inspect.Parameter.empty if f.default is MISSING
+                                    else f.default)
+                  for f in fields(Common) if f.name not in own_names]
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared
+
+        @functools.wraps(func)
+        def command(**kwargs):
+            common = Common(**{f.name: kwargs[f.name] for f in fields(Common)})
+            return func(**{k: v for k, v in kwargs.items() if k in own_names}, common=common)
+
+        command.__signature__ = inspect.Signature(params)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return app.command(name, no_args_is_help=True)(command)
+
+    return register
 
 
 def _say(common: Common, msg: str) -> None:
@@ -357,26 +396,10 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
         raise typer.Exit(1)
 
 
-def _common(params: dict) -> Common:
-    """The shared options out of a command's parameters (its ``locals()``)."""
-    from dataclasses import fields
-
-    values = dict(params, json=params["json_out"])
-    return Common(**{f.name: values[f.name] for f in fields(Common)})
-
-
-@app.command("sr", no_args_is_help=True)
+@restore_command("sr")
 def sr_cmd(
     scale: Annotated[str, typer.Argument(help="x2, x3 or x4.", show_default=False)],
-    inputs: Inputs,
-    output: Output = None, suffix: Suffix = None, fmt: Format = "same",
-    output_quality: OutQuality = 95, recursive: Recursive = True,
-    skip_existing: SkipExisting = False, overwrite: Overwrite = False, fail_fast: FailFast = False,
-    model: Model = None, device: Device = "auto", precision: PrecisionOpt = "auto",
-    tile: Tile = "auto", tile_overlap: TileOverlap = None, tile_mode: TileModeOpt = "auto",
-    exact_memory: ExactMemory = None, batch: Batch = 1,
-    outscale: Outscale = None, tta: TTA = False, offline: Offline = False,
-    quiet: Quiet = False, json_out: JsonOut = False,
+    *, common: Common,
 ) -> None:
     """Super-resolve images by x2, x3 or x4."""
     from ..errors import UsageError
@@ -384,7 +407,6 @@ def sr_cmd(
     s = scale.lower().removeprefix("x")
     if s not in ("2", "3", "4"):
         raise UsageError(f"scale {scale!r}: one of x2, x3, x4")
-    common = _common(locals())
     run_command("sr", int(s), common, f"_x{s}")
 
 
@@ -431,7 +453,7 @@ def _quality_level(quality: int | None) -> Level:
                  ": the result may be worse than the input")
 
 
-@app.command("denoise", no_args_is_help=True)
+@restore_command("denoise")
 def denoise_cmd(
     inputs: Inputs,
     sigma: Annotated[Optional[float], typer.Option(
@@ -439,21 +461,13 @@ def denoise_cmd(
         help="Noise level on the 0..255 scale (default: estimated per image). Recorded, "
              "checked against the model's range, and, where the default is several models "
              "(one per range), picks the model; the models are blind to it.")] = None,
-    output: Output = None, suffix: Suffix = None, fmt: Format = "same",
-    output_quality: OutQuality = 95, recursive: Recursive = True,
-    skip_existing: SkipExisting = False, overwrite: Overwrite = False, fail_fast: FailFast = False,
-    model: Model = None, device: Device = "auto", precision: PrecisionOpt = "auto",
-    tile: Tile = "auto", tile_overlap: TileOverlap = None, tile_mode: TileModeOpt = "auto",
-    exact_memory: ExactMemory = None, batch: Batch = 1,
-    outscale: Outscale = None, tta: TTA = False, offline: Offline = False,
-    quiet: Quiet = False, json_out: JsonOut = False,
+    *, common: Common,
 ) -> None:
     """Remove Gaussian noise (sigma on the 0..255 scale, estimated when not given)."""
-    common = _common(locals())
     run_command("denoise", 1, common, "_denoise", level=_sigma_level(sigma))
 
 
-@app.command("jpeg", no_args_is_help=True)
+@restore_command("jpeg")
 def jpeg_cmd(
     inputs: Inputs,
     quality: Annotated[Optional[int], typer.Option(
@@ -462,15 +476,7 @@ def jpeg_cmd(
              "quantization tables). It picks the model of the default ones (one per range "
              "of quality) and is checked against its range (a warning outside it). The "
              "output's own quality is --output-quality.")] = None,
-    output: Output = None, suffix: Suffix = None, fmt: Format = "same",
-    output_quality: OutQuality = 95, recursive: Recursive = True,
-    skip_existing: SkipExisting = False, overwrite: Overwrite = False, fail_fast: FailFast = False,
-    model: Model = None, device: Device = "auto", precision: PrecisionOpt = "auto",
-    tile: Tile = "auto", tile_overlap: TileOverlap = None, tile_mode: TileModeOpt = "auto",
-    exact_memory: ExactMemory = None, batch: Batch = 1,
-    outscale: Outscale = None, tta: TTA = False, offline: Offline = False,
-    quiet: Quiet = False, json_out: JsonOut = False,
+    *, common: Common,
 ) -> None:
     """Remove JPEG compression artifacts."""
-    common = _common(locals())
     run_command("jpeg", 1, common, "_jpeg", level=_quality_level(quality))
