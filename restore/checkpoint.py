@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .atomic import atomic_path
 from .errors import CheckpointError
 
 # Wrapper keys, in order of preference (EMA weights are what the authors evaluate).
@@ -205,7 +206,6 @@ def save_model(model: nn.Module, path: str | os.PathLike,
     written to a temporary name in the same folder and renamed: never half-written.
     """
     import json
-    import tempfile
 
     from safetensors.torch import save_file
 
@@ -217,17 +217,8 @@ def save_model(model: nn.Module, path: str | os.PathLike,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is for the temporary name only
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 

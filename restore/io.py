@@ -30,10 +30,7 @@ What is kept from an input, and what is dropped:
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
-import secrets
 import stat
 import struct
 import warnings
@@ -47,6 +44,7 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .atomic import atomic_path
 from .errors import RestoreError, UsageError, os_error_words
 
 __all__ = [
@@ -575,43 +573,15 @@ def _as_samples(pixels: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
 
 
 def _write_atomically(path: Path, encode: Callable[[IO[bytes]], None]) -> None:
-    """Run ``encode`` on a hidden temporary file beside ``path``, then rename it into place."""
+    """Run ``encode`` on a hidden temporary file beside ``path``, then rename it into place
+    (restore.atomic)."""
     folder = path.parent
     if path.is_dir():
         raise ImageWriteError(f"{path}: is a folder")
     if not folder.is_dir():
         raise ImageWriteError(f"{path}: the folder {folder} does not exist")
-    try:  # a replaced file keeps its permissions, as when it is overwritten in place
-        keep_mode: int | None = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        keep_mode = None
-    for _ in range(100):
-        tmp = folder / f".{path.name}.{secrets.token_hex(4)}.tmp"
-        try:
-            # 0o666 and the process umask, as for any new file (mkstemp would give 0o600).
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                         0o666)
-            break
-        except FileExistsError:
-            continue
-    else:
-        raise ImageWriteError(f"{path}: cannot create a temporary file in {folder}")
-    try:
-        with os.fdopen(fd, "wb") as fp:
-            encode(fp)
-            fp.flush()
-            try:  # on disk before the rename, or a crash could leave an empty image
-                os.fsync(fp.fileno())
-            except OSError as exc:
-                if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.ENOSYS):
-                    raise  # some network and FUSE file systems cannot sync: that is all
-        if keep_mode is not None:
-            os.chmod(tmp, keep_mode)
-        os.replace(tmp, path)
-    except BaseException:  # KeyboardInterrupt too: never leave the temporary file behind
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fp:
+        encode(fp)
 
 
 def _encode_pillow(fp: IO[bytes], values: np.ndarray, fmt: str, quality: int,

@@ -11,10 +11,10 @@ import itertools
 import math
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..atomic import atomic_path
 from ..errors import UsageError
 from .report import ModelReport
 from .runs import RunsView, _transform
@@ -52,18 +52,9 @@ def _save(fig, path: Path) -> Path:
     metadata = {"png": {"Software": None}, "pdf": {"Creator": None, "Producer": None,
                                                    "CreationDate": None},
                 "svg": {"Creator": None, "Date": None}}[fmt]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with matplotlib.rc_context({"svg.hashsalt": "restore", "svg.fonttype": "none"}):
-            fig.savefig(tmp, format=fmt, metadata=metadata)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, matplotlib.rc_context({"svg.hashsalt": "restore",
+                                                           "svg.fonttype": "none"}):
+        fig.savefig(tmp, format=fmt, metadata=metadata)
     return path
 
 

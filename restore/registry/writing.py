@@ -6,11 +6,11 @@ ModelSpec of a new entry (make_spec).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_bytes
 from ..errors import UsageError
 from ..tasks import Task
 from .layers import merge_layers
@@ -77,9 +77,7 @@ def add_user_entry(spec: ModelSpec, *, replace: bool = False) -> Path:
     base = base_registry_path()
     merge_layers([(str(base), parse_registry(read_toml(base), str(base))), (str(path), layer)])
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_bytes(path, text.encode("utf-8"))
     return path
 
 

@@ -15,6 +15,7 @@ import json
 import re
 from pathlib import Path
 
+from ..atomic import atomic_path
 from ..checkpoint import load_model, read_metadata, save_model
 from ..errors import UsageError
 from . import state as ckpt
@@ -64,8 +65,7 @@ def export_run(run_dir: str | Path, name: str, out: str | Path | None = None,
     weights = "EMA" if src.name == ckpt.EMA else "trained"
     # written beside ``out`` and moved over it only once it is known to fit: a refused or
     # failed export leaves ``out`` as it was (an existing shipped model included)
-    tmp = out.with_name(f".{out.name}.part")
-    try:
+    with atomic_path(out) as tmp:
         save_model(model, tmp, {
             "name": name, "task": task, "scale": str(scale), "step": str(step),
             "weights": weights.lower(), "training_config": json.dumps(cfg, sort_keys=True),
@@ -75,10 +75,6 @@ def export_run(run_dir: str | Path, name: str, out: str | Path | None = None,
             raise UsageError(f"{out}: not written: {size} bytes is over the "
                              f"{MAX_EMBEDDED_BYTES} byte limit for a model shipped inside "
                              "the wheel; publish it on the Hub instead")
-        ckpt.make_readable(tmp)
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
     what = {"sr": f"bicubic x{scale}", "denoise": f"AWGN sigma {_span(data['sigma'])}",
             "jpeg": f"JPEG quality {_span(data['quality'])}"}[task]
     training = (f"{' + '.join(Path(p).name for p in data['train'])}, {what}, {step} steps, "

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..atomic import write_bytes
 from ..archs import build
 from ..checkpoint import (drop_recomputed, load_model, load_state_dict, read_checkpoint,
                           unwrap_state_dict)
@@ -469,7 +470,7 @@ def _prepare_run_dir(cfg: TrainingConfig, run_dir: Path, resume: bool, dist_info
                 raise ConfigError(f"run.dir {run_dir} already holds a run; resume it with "
                                   f"--resume {run_dir} or choose another run.dir")
             run_dir.mkdir(parents=True, exist_ok=True)
-            ckpt.atomic_write_bytes(run_dir / ckpt.CONFIG, dump_toml(cfg).encode())
+            write_bytes(run_dir / ckpt.CONFIG, dump_toml(cfg).encode())
             val = load_validation(cfg.data)
         except (RestoreError, OSError) as exc:
             failure = exc

@@ -20,8 +20,6 @@ last; each file records the step, and ``load_state`` refuses a set whose steps d
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..atomic import atomic_path, write_bytes
 from ..checkpoint import load_state_dict, read_checkpoint, read_metadata, save_model
 from ..errors import CheckpointError
 
@@ -39,42 +38,9 @@ STATE = "state.pt"
 CONFIG = "config.toml"
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def make_readable(path: Path) -> None:
-    """Give a file written via mkstemp (mode 0600) the usual mode (0666 less the umask)."""
-    os.chmod(path, 0o666 & ~_umask())
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and os.replace."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        make_readable(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        make_readable(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def has_checkpoint(run_dir: Path) -> bool:
@@ -87,10 +53,8 @@ def save_state(run_dir: Path, *, step: int, model: nn.Module, ema: nn.Module | N
     """Write the checkpoint of ``step`` into ``run_dir`` (see the module docstring)."""
     tag = {"step": str(step), "source": "restore train"}
     save_model(model, run_dir / MODEL, tag)
-    make_readable(run_dir / MODEL)
     if ema is not None:
         save_model(ema, run_dir / EMA, {**tag, "ema": "true"})
-        make_readable(run_dir / EMA)
     state = {
         "step": step,
         "elapsed": float(elapsed),
@@ -103,7 +67,7 @@ def save_state(run_dir: Path, *, step: int, model: nn.Module, ema: nn.Module | N
     meta = {"step": step, "elapsed_s": round(elapsed, 3), "time": time.strftime(
         "%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": [MODEL, STATE] + ([EMA] if ema else []),
         "config": config, **(extra or {})}
-    atomic_write_bytes(run_dir / META, json.dumps(meta, indent=2).encode())
+    write_bytes(run_dir / META, json.dumps(meta, indent=2).encode())
 
 
 def read_meta(run_dir: Path) -> dict:

@@ -1,0 +1,62 @@
+"""restore.atomic, the one atomic writer: all of the file or none of it, no temporary file
+left behind, the usual modes."""
+
+import os
+import stat
+
+import pytest
+
+from restore.atomic import atomic_path, write_bytes
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_new_file_gets_the_usual_mode_and_no_temporary_file_stays(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        write_bytes(tmp_path / "a.bin", b"abc")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "a.bin").read_bytes() == b"abc"
+    assert _mode(tmp_path / "a.bin") == 0o644  # not mkstemp's 0600
+    assert os.listdir(tmp_path) == ["a.bin"]
+
+
+def test_a_replaced_file_keeps_its_mode(tmp_path):
+    target = tmp_path / "a.bin"
+    target.write_bytes(b"old")
+    target.chmod(0o600)
+    write_bytes(target, b"new")
+    assert target.read_bytes() == b"new" and _mode(target) == 0o600
+
+
+@pytest.mark.parametrize("exc", [ValueError("encoder failed"), KeyboardInterrupt()])
+def test_a_failed_write_leaves_the_target_as_it_was(tmp_path, exc):
+    target = tmp_path / "a.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(type(exc)):
+        with atomic_path(target) as tmp:
+            assert tmp.parent == tmp_path and tmp.name.startswith(".a.bin.")
+            tmp.write_bytes(b"half")
+            raise exc
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["a.bin"]
+
+
+def test_writers_that_take_a_name(tmp_path):
+    import torch
+
+    from restore.checkpoint import read_checkpoint
+
+    target = tmp_path / "t.pt"
+    with atomic_path(target) as tmp:
+        torch.save({"w": torch.ones(2)}, tmp)
+    assert torch.equal(read_checkpoint(target)["w"], torch.ones(2))
+
+
+def test_a_missing_folder_is_an_os_error_and_creates_nothing(tmp_path):
+    with pytest.raises(OSError):
+        write_bytes(tmp_path / "no" / "a.bin", b"x")
+    assert os.listdir(tmp_path) == []
