@@ -1,4 +1,6 @@
-"""The degradations of the evaluation protocol: MATLAB bicubic resize, AWGN and JPEG.
+"""The degradations of the evaluation protocol: MATLAB bicubic resize, AWGN and JPEG, and
+``degrade``, the one place that maps a task to its degradation (evaluation, training,
+validation and ``restore inspect`` all build their inputs with it).
 
 Pure functions: no state, randomness only through an explicit seed or numpy Generator.
 One implementation in numpy float64; numpy arrays and torch tensors are converted at the edge.
@@ -22,8 +24,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .errors import UsageError
+from .tasks import Task
 
-__all__ = ["add_gaussian_noise", "cubic", "imresize", "jpeg_compress", "modcrop",
+__all__ = ["add_gaussian_noise", "cubic", "degrade", "imresize", "jpeg_compress", "modcrop",
            "resize_matrix", "resize_weights"]
 
 ArrayLike = TypeVar("ArrayLike")  # np.ndarray or torch.Tensor: returned as the type given
@@ -295,3 +298,56 @@ def jpeg_compress(img: ArrayLike, quality: int) -> ArrayLike:
         return _from_numpy((out.astype(np.float64) / 255.0).astype(a.dtype), img)
     return _from_numpy(out, img)
 
+
+# -- a task's degradation ----------------------------------------------------------------------
+
+def degrade(task: Task | str, hr: np.ndarray, *, scale: int | None = None,
+            sigma: float | None = None, quality: int | None = None,
+            rng: int | np.random.Generator | None = None,
+            dtype: Any = np.float64) -> np.ndarray:
+    """The degraded input of one uint8 ground-truth image for ``task``, per the protocol.
+
+    hr: uint8 numpy (H, W) or (H, W, C).
+    - sr: ``imresize(hr, 1 / scale)``, MATLAB bicubic, uint8 (H / scale, W / scale[, C]);
+      ``hr`` must already be mod-cropped (``modcrop(hr, scale)``), as the target it is
+      scored against, so that the two align.
+    - denoise: ``hr.astype(dtype) / 255`` + N(0, (sigma / 255)^2) by ``add_gaussian_noise``
+      from ``rng`` (a Generator, which advances, or a seed), in ``dtype`` (a float dtype;
+      the arithmetic is that dtype's, so float32 and float64 differ in the last bits),
+      neither clipped nor quantized.
+    - jpeg: ``jpeg_compress(hr, quality)``, the libjpeg round trip, uint8.
+    Only the task's own level is read (``rng`` and ``dtype`` only for denoise), so a caller
+    may pass its whole setting. A missing level or generator, a task that is not one, or
+    an ``hr`` that is not uint8 (or not mod-cropped, for sr) is a UsageError.
+    """
+    try:
+        task = Task(task)
+    except ValueError:
+        raise UsageError(f"unknown task {task!r} (valid: "
+                         f"{', '.join(t.value for t in Task)})") from None
+    if not isinstance(hr, np.ndarray) or hr.dtype != np.uint8 or hr.ndim not in (2, 3):
+        what = f"{hr.dtype} {hr.shape}" if isinstance(hr, np.ndarray) else type(hr).__name__
+        raise UsageError(f"degrade takes a uint8 (H, W[, C]) ground truth, got {what}")
+    if task is Task.SR:
+        if scale is None:
+            raise UsageError("degrade: task sr needs scale")
+        if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
+            raise UsageError(f"degrade: scale must be a positive integer, got {scale!r}")
+        h, w = hr.shape[:2]
+        if h % scale or w % scale:
+            raise UsageError(f"degrade: a {w}x{h} ground truth is not a multiple of the scale "
+                             f"{scale}: modcrop(hr, {scale}) it first")
+        return imresize(hr, 1.0 / scale)
+    if task is Task.DENOISE:
+        if sigma is None:
+            raise UsageError("degrade: task denoise needs sigma")
+        if rng is None:
+            raise UsageError("degrade: task denoise needs rng, a numpy Generator or a seed "
+                             "for the noise")
+        dt = np.dtype(dtype)
+        if not np.issubdtype(dt, np.floating):
+            raise UsageError(f"degrade: the noisy image's dtype must be a float type, got {dt}")
+        return add_gaussian_noise(hr.astype(dt) / 255.0, sigma, rng)
+    if quality is None:
+        raise UsageError("degrade: task jpeg needs quality")
+    return jpeg_compress(hr, quality)

@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from .degrade import add_gaussian_noise, imresize, jpeg_compress, modcrop
+from .degrade import degrade, imresize, modcrop
 from .errors import RestoreError, UnknownModelError, UsageError
-from .io import IMAGE_SUFFIXES
+from .io import IMAGE_SUFFIXES, walk_images
 from .metrics import psnr, ssim
 from .tasks import Task
 
@@ -258,12 +258,12 @@ def write_png(path: str | os.PathLike, img: np.ndarray) -> Path:
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    """The image files (png/jpg/jpeg/bmp/tif/tiff/webp, any case) directly in ``folder``, sorted."""
+    """The image files (png/jpg/jpeg/bmp/tif/tiff/webp, any case) directly in ``folder``, sorted,
+    hidden ones left out (restore.io.walk_images, not recursive)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"{folder}: not a folder")
-    files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files, _ = walk_images(folder, recursive=False)
     if not files:
         raise UsageError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
     return files
@@ -390,15 +390,13 @@ def degrade_image(protocol: Protocol, hr: np.ndarray,
     sr: target = mod-cropped HR (uint8), input = MATLAB bicubic 1/s (uint8).
     denoise: target = HR (uint8), input = float64 HR / 255 + noise from ``rng`` (required).
     jpeg: target = HR (uint8), input = the decoded JPEG (uint8).
+    (restore.degrade.degrade makes the input.)
     """
-    if protocol.task is Task.SR:
-        target = modcrop(hr, protocol.scale)
-        return target, imresize(target, 1.0 / protocol.scale)
-    if protocol.task is Task.DENOISE:
-        if rng is None:
-            raise UsageError("denoising needs the set's noise generator")
-        return hr, add_gaussian_noise(hr.astype(np.float64) / 255.0, protocol.sigma, rng)
-    return hr, jpeg_compress(hr, protocol.quality)
+    if protocol.task is Task.DENOISE and rng is None:
+        raise UsageError("denoising needs the set's noise generator")
+    target = modcrop(hr, protocol.scale) if protocol.task is Task.SR else hr
+    return target, degrade(protocol.task, target, scale=protocol.scale, sigma=protocol.sigma,
+                           quality=protocol.quality, rng=rng, dtype=np.float64)
 
 
 def _to_tensor(lq: np.ndarray):

@@ -50,7 +50,7 @@ from .errors import RestoreError, UsageError, os_error_words
 __all__ = [
     "DEFAULT_MAX_PIXELS", "DEFAULT_QUALITY", "FORMATS", "IMAGE_SUFFIXES", "ImageData",
     "ImageReadError", "ImageWriteError", "WriteResult", "is_image_path", "read_image",
-    "write_image",
+    "walk_images", "write_image",
 ]
 
 
@@ -179,6 +179,30 @@ def is_image_path(path: str | os.PathLike) -> bool:
     """Whether ``path`` has one of ``IMAGE_SUFFIXES`` (case-insensitive); the file is not
     opened."""
     return Path(path).suffix.lower() in FORMATS
+
+
+def walk_images(folder: str | os.PathLike,
+                recursive: bool = True) -> tuple[list[Path], list[Path]]:
+    """The files in ``folder`` (and its subfolders, if ``recursive``) as (images, others).
+
+    Both lists are sorted as pathlib sorts paths (component by component, so ``a/z.png``
+    comes before ``a-b.png``) and hold ``folder / relative path``. Images are the files that
+    ``is_image_path`` accepts; others are the remaining regular files, for a caller to report.
+    Skipped, in neither list: hidden entries (a name starting with "." anywhere below
+    ``folder``: a hidden folder with all it holds), folders, and what is not a file (broken
+    links, sockets). Links to files count; linked folders are not entered (``Path.rglob``).
+    Nothing is opened. A ``folder`` that is not one is a UsageError.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: not a folder")
+    images: list[Path] = []
+    others: list[Path] = []
+    for f in sorted(folder.rglob("*") if recursive else folder.glob("*")):
+        if any(part.startswith(".") for part in f.relative_to(folder).parts) or not f.is_file():
+            continue
+        (images if is_image_path(f) else others).append(f)
+    return images, others
 
 
 # -- reading ---------------------------------------------------------------------------------

@@ -84,33 +84,24 @@ class Result:
     warnings: list[str] = field(default_factory=list)
 
 
-def _is_hidden(p: Path) -> bool:
-    return p.name.startswith(".")
-
-
 def collect_inputs(inputs: Sequence[Path], recursive: bool = True,
                    ) -> tuple[list[tuple[Path, Path | None]], list[tuple[Path, str]]]:
-    """Expand files and folders into (file, root folder or None) pairs, sorted.
+    """Expand files and folders into (file, root folder or None) pairs, sorted within each
+    folder (restore.io.walk_images: hidden files and folders are left out).
 
     Returns (files, skipped) where skipped lists non-image files found in folders (with the
     reason): they are reported, not restored. A missing input is a UsageError.
     """
-    from .io import is_image_path
+    from .io import walk_images
 
     files: list[tuple[Path, Path | None]] = []
     skipped: list[tuple[Path, str]] = []
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
-            walker = p.rglob("*") if recursive else p.glob("*")
-            for f in sorted(walker):
-                rel = f.relative_to(p)
-                if any(part.startswith(".") for part in rel.parts) or not f.is_file():
-                    continue
-                if is_image_path(f):
-                    files.append((f, p))
-                else:
-                    skipped.append((f, f"not an image file ({f.suffix or 'no suffix'})"))
+            images, others = walk_images(p, recursive)
+            files += [(f, p) for f in images]
+            skipped += [(f, f"not an image file ({f.suffix or 'no suffix'})") for f in others]
         elif p.is_file():
             files.append((p, None))
         elif p.exists():

@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from restore.degrade import (
-    add_gaussian_noise, cubic, imresize, jpeg_compress, modcrop, resize_matrix, resize_weights,
+    add_gaussian_noise, cubic, degrade, imresize, jpeg_compress, modcrop, resize_matrix,
+    resize_weights,
 )
 from restore.errors import UsageError
+from restore.tasks import Task
 from restore.evaluate import list_images, read_image
 
 SR_SETS = ("Set5", "Set14")
@@ -247,3 +249,69 @@ def test_jpeg_torch_and_float_inputs(benchmarks):
         jpeg_compress(rgb, 0)
     with pytest.raises(UsageError):
         jpeg_compress(rgb.astype(np.uint16), 20)
+
+
+# -- degrade: a task's input -----------------------------------------------------------------
+
+def test_degrade_sr_is_the_matlab_lr_file(benchmarks):
+    hr = modcrop(read_image(benchmarks / "Set5" / "HR" / "bird.png"), 4)
+    lr = degrade("sr", hr, scale=4)
+    assert lr.dtype == np.uint8
+    np.testing.assert_array_equal(lr, read_image(benchmarks / "Set5" / "LR_bicubic" / "X4" /
+                                                 "birdx4.png"))
+    gray = hr[:, :, 0].copy()
+    np.testing.assert_array_equal(degrade(Task.SR, gray, scale=2), imresize(gray, 0.5))
+
+
+def test_degrade_denoise_keeps_the_dtype_and_the_generator():
+    hr = np.random.default_rng(0).integers(0, 256, (24, 20, 3), dtype=np.uint8)
+    noisy = degrade(Task.DENOISE, hr, sigma=25, rng=3)
+    assert noisy.dtype == np.float64 and noisy.shape == hr.shape
+    np.testing.assert_array_equal(noisy, add_gaussian_noise(hr.astype(np.float64) / 255, 25, 3))
+    assert noisy.min() < 0 < 1 < noisy.max()  # not clipped
+    assert abs((noisy - hr / 255.0).std() * 255 - 25) < 1.5
+    f32 = degrade(Task.DENOISE, hr, sigma=25, rng=3, dtype=np.float32)
+    assert f32.dtype == np.float32
+    np.testing.assert_array_equal(f32, add_gaussian_noise(hr.astype(np.float32) / 255, 25, 3))
+    assert not np.array_equal(f32, noisy.astype(np.float32))  # float32 arithmetic throughout
+    rng, fresh = np.random.default_rng(5), np.random.default_rng(5)
+    first, second = (degrade("denoise", hr, sigma=15, rng=rng) for _ in range(2))
+    np.testing.assert_array_equal(first, add_gaussian_noise(hr / 255.0, 15, fresh))
+    np.testing.assert_array_equal(second, add_gaussian_noise(hr / 255.0, 15, fresh))  # advanced
+
+
+def test_degrade_jpeg_and_the_levels_of_other_tasks_are_ignored(benchmarks):
+    hr = _photo(benchmarks)[:48, :64]
+    out = degrade(Task.JPEG, hr, quality=35)
+    assert out.dtype == np.uint8 and out.shape == hr.shape and not np.array_equal(out, hr)
+    np.testing.assert_array_equal(out, jpeg_compress(hr, 35))
+    assert not np.array_equal(degrade(Task.JPEG, hr, quality=10), out)
+    np.testing.assert_array_equal(
+        degrade("jpeg", hr, scale=3, sigma=50, quality=35, rng=None, dtype=np.float32), out)
+    np.testing.assert_array_equal(degrade("sr", hr, scale=2, sigma=50, quality=5, rng=1),
+                                  imresize(hr, 0.5))
+
+
+@pytest.mark.parametrize("task,kwargs,message", [
+    ("sr", {}, "task sr needs scale"),
+    ("sr", {"sigma": 25, "quality": 10}, "task sr needs scale"),
+    ("denoise", {"rng": 0}, "task denoise needs sigma"),
+    ("denoise", {"sigma": 25}, "task denoise needs rng"),
+    ("jpeg", {"sigma": 25}, "task jpeg needs quality"),
+    ("sr", {"scale": 0}, "positive integer"),
+    ("sr", {"scale": 2.0}, "positive integer"),
+    ("sr", {"scale": 3}, "not a multiple of the scale 3: modcrop"),
+    ("denoise", {"sigma": 25, "rng": 0, "dtype": np.uint8}, "float type"),
+    ("deblur", {"scale": 2}, "unknown task 'deblur' .valid: sr, denoise, jpeg"),
+])
+def test_degrade_refuses_a_missing_level_with_a_clear_error(task, kwargs, message):
+    hr = np.zeros((8, 10, 3), dtype=np.uint8)
+    with pytest.raises(UsageError, match=message):
+        degrade(task, hr, **kwargs)
+
+
+def test_degrade_takes_a_uint8_ground_truth_only():
+    for hr in (np.zeros((8, 8, 3)), np.zeros((8, 8, 3), np.uint16), np.zeros(8, np.uint8),
+               torch.zeros(3, 8, 8, dtype=torch.uint8)):
+        with pytest.raises(UsageError, match="uint8"):
+            degrade("jpeg", hr, quality=50)

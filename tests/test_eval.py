@@ -183,6 +183,18 @@ def test_dataset_names_and_listing(benchmarks, tmp_path):
         list_images(tmp_path / "empty")
 
 
+def test_list_images_is_flat_sorted_and_leaves_hidden_files_out(tmp_path):
+    for rel in ("b.png", "A.bmp", ".hidden.png", "notes.txt", "sub/c.png",
+                "only/.x.png", "only/deeper/y.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"not opened")
+    assert list_images(tmp_path) == [tmp_path / "A.bmp", tmp_path / "b.png"]
+    with pytest.raises(UsageError, match="no images"):
+        list_images(tmp_path / "only")  # hidden and nested images do not count
+    with pytest.raises(UsageError, match="not a folder"):
+        list_images(tmp_path / "b.png")
+
+
 def test_a_tensor_restorer_is_clamped_and_quantized(benchmarks):
     # Bicubic through the float tensor path: no uint8 rounding between the passes, then the
     # protocol's output rounding. Within a few hundredths of the exact uint8 baseline.

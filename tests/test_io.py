@@ -16,7 +16,7 @@ from restore.errors import RestoreError, UsageError
 from restore.estimate import estimate_jpeg_quality
 from restore.io import (
     IMAGE_SUFFIXES, ImageData, ImageReadError, ImageWriteError, is_image_path, read_image,
-    write_image,
+    walk_images, write_image,
 )
 
 SRGB_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
@@ -592,3 +592,32 @@ def test_image_suffixes():
         assert is_image_path(name), name
     for name in ("a.gif", "b.png.tmp", "c", "d.txt", ".png.bak", "e.pn"):
         assert not is_image_path(name), name
+
+
+# -- walking a folder --------------------------------------------------------------------------
+
+def test_walk_images_sorts_skips_hidden_and_returns_the_other_files(tmp_path):
+    for rel in ("b.png", "A.JPG", "a-b.png", "a/z.webp", "a/deeper/y.tif", "notes.txt",
+                "a/README", ".hidden.png", ".cache/x.png", "a/.dot/w.png", "a/.junk.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"not opened")
+    (tmp_path / "folder.png").mkdir()  # a folder named like an image is neither
+    (tmp_path / "link.png").symlink_to(tmp_path / "b.png")  # a link to a file counts
+    (tmp_path / "gone.png").symlink_to(tmp_path / "nowhere.png")  # a broken one does not
+
+    def rel(paths):
+        return [p.relative_to(tmp_path).as_posix() for p in paths]
+
+    images, others = walk_images(tmp_path)
+    # pathlib's order, component by component: "a/..." before "a-b.png", "A" before "a".
+    assert rel(images) == ["A.JPG", "a/deeper/y.tif", "a/z.webp", "a-b.png", "b.png",
+                           "link.png"]
+    assert rel(others) == ["a/README", "notes.txt"]
+    images, others = walk_images(str(tmp_path), recursive=False)
+    assert rel(images) == ["A.JPG", "a-b.png", "b.png", "link.png"]
+    assert rel(others) == ["notes.txt"]
+    # Hidden is judged below the folder walked, not on the folder's own path.
+    assert rel(walk_images(tmp_path / ".cache")[0]) == [".cache/x.png"]
+    for bad in (tmp_path / "b.png", tmp_path / "missing"):
+        with pytest.raises(UsageError, match="not a folder"):
+            walk_images(bad)

@@ -12,6 +12,7 @@ from PIL import Image
 from restore import io as rio
 from restore.archs import build
 from restore.engine import Precision, Restorer
+from restore.errors import UsageError
 from restore.pipeline import (
     Existing, ImageOptions, Job, OutputFormat, Result, Task, collect_inputs, plan_jobs,
     restore_files,
@@ -274,3 +275,19 @@ def test_choose_sends_each_image_through_its_model_with_and_without_overlap(fold
         alone[tag] = _files(tmp_path / tag)
     assert files["a0_x2.png"] == alone["other"]["a0_x2.png"] != alone["first"]["a0_x2.png"]
     assert files["b_gray_x2.png"] == alone["first"]["b_gray_x2.png"]
+
+
+def test_collect_inputs_walks_folders_and_reports_the_other_files(tmp_path):
+    for rel in ("b.png", "sub/a.jpg", "notes.txt", "Makefile", ".hidden.png",
+                ".git/x.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"not opened")
+    files, skipped = collect_inputs([tmp_path, tmp_path / "b.png"])
+    assert files == [(tmp_path / "b.png", tmp_path), (tmp_path / "sub" / "a.jpg", tmp_path),
+                     (tmp_path / "b.png", None)]
+    assert skipped == [(tmp_path / "Makefile", "not an image file (no suffix)"),
+                       (tmp_path / "notes.txt", "not an image file (.txt)")]
+    assert collect_inputs([tmp_path], recursive=False)[0] == [(tmp_path / "b.png", tmp_path)]
+    with pytest.raises(UsageError, match="no such file or folder"):
+        collect_inputs([tmp_path / "missing"])
+

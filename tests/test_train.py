@@ -363,6 +363,18 @@ def test_paired_folders_and_resumable_samples(tmp_path):
     assert not torch.equal(make_sample(pairs, cfg.data, seed=1, k=8)[1], gt)
 
 
+def test_training_images_are_listed_recursively_without_hidden_ones(tmp_path):
+    from restore.train.data import list_images
+
+    for rel in ("b.png", "sub/a.JPG", "sub/notes.txt", ".hidden.png", ".thumbs/x.png",
+                "sub/.y.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"not opened")
+    assert list_images(tmp_path) == [tmp_path / "b.png", tmp_path / "sub" / "a.JPG"]
+    with pytest.raises(ConfigError, match="no such folder of images"):
+        list_images(tmp_path / "missing")
+
+
 def test_partial_init_takes_the_body_of_another_scale(tmp_path):
     from restore.archs import build
     from restore.train.config import parse_config

@@ -166,7 +166,7 @@ def prepare_input(path: str | os.PathLike, task: Task, scale: int, in_chans: int
     import numpy as np
     import torch
 
-    from ..degrade import add_gaussian_noise, imresize, jpeg_compress, modcrop
+    from ..degrade import degrade, modcrop
     from ..io import read_image
 
     pix = _centre_crop(read_image(path).pixels, max_side)  # (H, W, C) float32 [0, 1]
@@ -182,12 +182,14 @@ def prepare_input(path: str | os.PathLike, task: Task, scale: int, in_chans: int
         hr = modcrop(u8, scale)
         if min(hr.shape[:2]) < scale:
             raise UsageError(f"{path}: {size[1]}x{size[0]} is too small for x{scale}")
-        lq, what = imresize(hr, 1.0 / scale).astype(np.float32) / 255.0, f"bicubic 1/{scale}"
+        lq = degrade(Task.SR, hr, scale=scale).astype(np.float32) / 255.0
+        what = f"bicubic 1/{scale}"
     elif task is Task.DENOISE:
-        lq = add_gaussian_noise(u8.astype(np.float64) / 255.0, sigma, seed).astype(np.float32)
+        lq = degrade(Task.DENOISE, u8, sigma=sigma, rng=seed, dtype=np.float64).astype(np.float32)
         what = f"AWGN sigma {sigma:g} (seed {seed})"
     else:
-        lq, what = jpeg_compress(u8, quality).astype(np.float32) / 255.0, f"JPEG q{quality}"
+        lq = degrade(Task.JPEG, u8, quality=quality).astype(np.float32) / 255.0
+        what = f"JPEG q{quality}"
     t = torch.from_numpy(np.ascontiguousarray(lq.transpose(2, 0, 1)))[None]
     return Probe(path=str(path), size=size, degradation=what, tensor=t)
 

@@ -6,7 +6,7 @@ from ``numpy.random.default_rng([seed, k])``. Nothing depends on worker-global R
 so the stream of batches is a pure function of (seed, step, rank): any number of workers,
 and a resumed run sees exactly the batches the uninterrupted one would have.
 
-Degradations are the evaluation's own functions (restore.degrade): for SR the LR of every
+Degradations are the evaluation's own (restore.degrade.degrade): for SR the LR of every
 training image is made once, at load, with the MATLAB-exact ``imresize`` of the whole
 (mod-cropped) image, exactly as the benchmark LR images are made, and aligned LR/HR crops
 are cut from the pair; noise and JPEG are applied to each crop as it is drawn.
@@ -19,19 +19,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ..degrade import add_gaussian_noise, imresize, jpeg_compress, modcrop
+from ..degrade import degrade, modcrop
 from ..errors import ConfigError
-from ..io import IMAGE_SUFFIXES
+from ..io import walk_images
 from .config import DataConfig, Task
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files under ``folder`` (recursive), sorted for a reproducible order."""
+    """Image files under ``folder`` (recursive; hidden files and folders left out, other
+    files ignored), sorted for a reproducible order (restore.io.walk_images)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"{folder}: no such folder of images")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-                  and p.is_file())
+    return walk_images(folder)[0]
 
 
 def read_image(path: Path, gray: bool) -> np.ndarray:
@@ -114,7 +114,7 @@ def load_pairs(cfg: DataConfig) -> list[Pair]:
                 skipped += 1
                 continue
             if lq is None and cfg.task is Task.SR:
-                lq = imresize(gt, 1.0 / scale)
+                lq = degrade(Task.SR, gt, scale=scale)
             pairs.append(Pair(gt, lq))
     if not pairs:
         raise ConfigError(f"data.train: no image of at least {need}x{need} pixels in "
@@ -141,14 +141,16 @@ def make_sample(pairs: list[Pair], cfg: DataConfig, seed: int, k: int):
     h, w = pair.gt.shape[:2]
     y, x = int(rng.integers(h - p + 1)), int(rng.integers(w - p + 1))
     (gt,) = _augment([pair.gt[y:y + p, x:x + p]], rng)
+    # One rng, in this order: crop, flips, level, noise. Reordering changes every batch.
+    sigma = quality = None
     if cfg.task is Task.DENOISE:
         lo, hi = cfg.sigma[0], cfg.sigma[-1]
         sigma = lo if lo == hi else float(rng.uniform(lo, hi))
-        clean = gt.astype(np.float32) / 255.0
-        return to_tensor(add_gaussian_noise(clean, sigma, rng)), to_tensor(gt)
-    lo, hi = cfg.quality[0], cfg.quality[-1]
-    q = lo if lo == hi else int(rng.integers(lo, hi + 1))
-    return to_tensor(jpeg_compress(gt, q)), to_tensor(gt)
+    else:
+        lo, hi = cfg.quality[0], cfg.quality[-1]
+        quality = lo if lo == hi else int(rng.integers(lo, hi + 1))
+    lq = degrade(cfg.task, gt, sigma=sigma, quality=quality, rng=rng, dtype=np.float32)
+    return to_tensor(lq), to_tensor(gt)
 
 
 class TrainSet:
@@ -240,12 +242,8 @@ def load_validation(cfg: DataConfig) -> list[tuple[str, np.ndarray, np.ndarray]]
             y, x = max(0, (h - m) // 2), max(0, (w - m) // 2)
             gt = gt[y:y + m, x:x + m]
         gt = modcrop(gt, cfg.scale)
-        if cfg.task is Task.SR:
-            lq = imresize(gt, 1.0 / cfg.scale)
-        elif cfg.task is Task.DENOISE:
-            lq = add_gaussian_noise(gt.astype(np.float32) / 255.0, sigma, VAL_NOISE_SEED + i)
-        else:
-            lq = jpeg_compress(gt, quality)
+        lq = degrade(cfg.task, gt, scale=cfg.scale, sigma=sigma, quality=quality,
+                     rng=VAL_NOISE_SEED + i, dtype=np.float32)
         out.append((path.stem, lq, gt))
     if not out:
         raise ConfigError(f"data.val: no images in {cfg.val}")
