@@ -17,92 +17,18 @@ run the same engine (restore.engine.Restorer); ``restore_file`` runs the same fi
 pipeline as `restore sr/denoise/jpeg` (bit depth, alpha, ICC and EXIF kept, atomic
 write), so its output is the command's, byte for byte.
 
-The command line loads its models through ``load_models`` here.
+The command line and this API load models through restore.loader (one descriptor,
+``Loaded``); ``Model`` adds the device, the precision and the engine.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .errors import RestoreError, UsageError
+from .loader import Loaded, fit_for, load_for_task
+from .loader import load as load_model
 from .tasks import Task
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """A loaded network and the facts the engine and the pipeline need of it."""
-
-    name: str
-    module: Any  # torch.nn.Module (restore.archs), on the CPU as loaded
-    task: Task
-    scale: int
-    in_chans: int
-    size_multiple: int
-    fp16_safe: bool
-    span: tuple | None = None  # the noise sigmas / JPEG qualities it declares it is for
-
-
-def _task_key(task: Task, scale: int) -> str:
-    return f"sr-x{scale}" if task is Task.SR else task.value
-
-
-def load_models(task: Task, scale: int, model: str | None, offline: bool = False,
-                level: float | None = None) -> list[Loaded]:
-    """The model(s) for the task: a file path, a registry name, or the task's default(s)
-    (several where the registry lists one per range of noise level or JPEG quality, or
-    gray and colour ones; only the one for ``level``, for gray and for colour images, when
-    the level is given)."""
-    from .checkpoint import load_model
-
-    if model and _is_file(model):
-        loaded = [(str(model), load_model(model), False, None)]
-    else:
-        from . import registry
-
-        reg = registry.load_registry()
-        key = _task_key(task, scale)
-        specs = [reg.get(model)] if model else reg.defaults_for(key) or [reg.require_default(key)]
-        if level is not None:  # the one for that level, for gray and for colour images
-            specs = list(dict.fromkeys(registry.pick_by_level(specs, level, channels=c)
-                                       for c in (3, 1)))
-        loaded = [(spec.name, registry.load_registry_model(spec, offline=offline),
-                   bool(spec.fp16_safe), registry.level_range(spec)) for spec in specs]
-    return [_facts(name, module, task, scale, fp16_safe, span)
-            for name, module, fp16_safe, span in loaded]
-
-
-def _facts(name: str, module, task: Task, scale: int, fp16_safe: bool,
-           span: tuple | None) -> Loaded:
-    """The Loaded of a network for ``task`` at ``scale``, refused where it does not fit."""
-    if task is Task.SR and module.scale != scale:
-        raise UsageError(f"model {name} is x{module.scale}, not x{scale}")
-    if task is not Task.SR and module.scale != 1:
-        raise UsageError(f"model {name} is a x{module.scale} super-resolution model, "
-                         f"not a {task.value} model")
-    return Loaded(name=name, module=module, task=task, scale=module.scale,
-                  in_chans=module.config.in_chans, size_multiple=module.size_multiple,
-                  fp16_safe=fp16_safe, span=span)
-
-
-def _is_file(model: str) -> bool:
-    path = Path(model)
-    return path.suffix in (".safetensors", ".pth", ".pt") or path.exists()
-
-
-def _task_of_file(path: Path, scale: int) -> Task:
-    """A checkpoint's task: its metadata's (restore train-export writes it), else SR for a
-    model that upscales; a scale-1 model without it needs ``task=``."""
-    from .checkpoint import read_metadata
-
-    try:
-        return Task(read_metadata(path).get("task", ""))
-    except ValueError:
-        if scale > 1:
-            return Task.SR
-    raise UsageError(f"{path}: the file does not say its task: give task='denoise' or "
-                     "task='jpeg'")
 
 
 class Model:
@@ -242,19 +168,14 @@ def load(model: str | Path | None = None, *, task: str | Task | None = None,
             raise UsageError("load(): give a model (registry name or file) or a task")
         if task is Task.SR and scale is None:
             raise UsageError("load(task='sr'): give scale=2, 3 or 4")
-        loaded = load_models(task, scale or 1, None, offline, level)[0]
-    elif _is_file(str(model)):
-        from .checkpoint import load_model
-
-        net = load_model(model)
-        task = task or _task_of_file(Path(model), net.scale)
-        loaded = _facts(str(model), net, task, scale or net.scale, False, None)
+        loaded = load_for_task(task, scale or 1, None, offline, level)[0]
     else:
-        from . import registry
-
-        spec = registry.load_registry().get(str(model))
-        task = task or spec.task
-        loaded = load_models(task, scale or spec.scale, str(model), offline)[0]
+        loaded = load_model(model, offline)
+        if loaded.task is None and task is None:
+            raise UsageError(f"{model}: the file does not say its task: give task='denoise' "
+                             "or task='jpeg'")
+        task = task or loaded.task
+        loaded = fit_for(loaded, task, scale or loaded.scale)
     dev = resolve_device(device)
     prec, _warning = resolve_precision(precision, dev, loaded.fp16_safe)
     return Model(loaded, dev, prec)

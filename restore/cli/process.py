@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..api import Loaded, load_models
+from ..loader import Loaded, load_for_task
 from .app import app
 
 # -- shared option definitions ----------------------------------------------------------
@@ -308,8 +308,8 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
         torch.cuda.set_device(device)
     if device.type == "cpu" and world > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    models = load_models(task, scale, common.model, common.offline,
-                          level.given if level is not None else None)
+    models = load_for_task(task, scale, common.model, common.offline,
+                           level.given if level is not None else None)
     precision, warning = resolve_precision(requested_precision, device,
                                            all(m.fp16_safe for m in models))
     if warning:
