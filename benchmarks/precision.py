@@ -117,7 +117,7 @@ def bench_model(name: str, files: list[Path], args, device) -> dict:
     loaded = load_for_inspection(name)
     model = loaded.module
     scale, chans = int(model.scale), int(model.config.in_chans)
-    task = model_task(scale, loaded.declared_task, Task(args.task) if args.task else None)
+    task = model_task(scale, loaded.task, Task(args.task) if args.task else None)
     probes, errors = [], []
     for f in files:
         try:

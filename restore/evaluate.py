@@ -352,8 +352,9 @@ def _check_device(device: str) -> str:
 
 
 def load_method(model: str, task: Task, device: str = "cpu", **run: Any) -> Method:
-    """Resolve ``--model``: a baseline name, a checkpoint file, or a registry name. Unknown names are a UsageError. ``run``: the
-    tile, tile_mode, precision and exact_memory of ``model_method``."""
+    """Resolve ``--model``: a baseline name, or a checkpoint file or registry name
+    (restore.loader.load). Unknown names are a UsageError. ``run``: the tile, tile_mode,
+    precision and exact_memory of ``model_method``."""
     try:
         baseline = Baseline(model)
     except ValueError:
@@ -364,21 +365,19 @@ def load_method(model: str, task: Task, device: str = "cpu", **run: Any) -> Meth
             raise UsageError(f"the {baseline.value!r} baseline applies to --task {valid}, "
                              f"not {task.value}")
         return Method(name=baseline.value, baseline=baseline)
+    from .loader import is_checkpoint_file, load
+
     path = Path(model).expanduser()
-    if path.is_file():
-        from .checkpoint import load_model
-
-        return model_method(load_model(path), name=model, device=_check_device(device), **run)
-    from . import registry
-
+    if is_checkpoint_file(model) and not path.is_file():
+        raise UsageError(f"{path}: no such file")
     try:
-        found = registry.load_registry_model(model)
+        loaded = load(model)
     except UnknownModelError as exc:  # the registry's message, plus what else --model accepts
         baselines = ", ".join(f"{b.value} ({'/'.join(t.value for t in BASELINE_TASKS[b])})"
                               for b in Baseline)
         raise UsageError(f"{exc}; --model also takes a baseline ({baselines}) or a checkpoint "
                          "file") from None
-    return model_method(found, name=model, device=_check_device(device), **run)
+    return model_method(loaded.module, name=model, device=_check_device(device), **run)
 
 
 # -- one image ----------------------------------------------------------------------------------

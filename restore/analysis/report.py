@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
+from ..loader import Loaded, is_checkpoint_file, load
 from ..tasks import Task
 from .stats import (
     FP16_MARGIN,
@@ -72,33 +73,14 @@ def sample_image() -> Path:
     return Path(__file__).resolve().parents[1] / "data" / "sample.png"
 
 
-@dataclass(frozen=True)
-class LoadedForInspection:
-    """A model ready to inspect: the module (eval, CPU, fp32), the name as given, and the
-    task its registry entry or file metadata declares (None when neither says)."""
-
-    module: Any
-    name: str
-    declared_task: Task | None
-
-
-def load_for_inspection(model: str, offline: bool = False) -> LoadedForInspection:
+def load_for_inspection(model: str, offline: bool = False) -> Loaded:
     """``model`` is a checkpoint file (a restore safetensors file; others need
-    ``restore models import`` first) or a registry name."""
+    ``restore models import`` first) or a registry name (restore.loader.load). A file that
+    is not there is a usage error here: the command names a model to look at."""
     path = Path(model).expanduser()
-    if path.is_file() or path.suffix in (".safetensors", ".pth", ".pt"):
-        from ..checkpoint import load_model, read_metadata
-
-        if not path.is_file():
-            raise UsageError(f"{path}: no such file")
-        module = load_model(path)
-        meta = read_metadata(path) if path.suffix == ".safetensors" else {}
-        declared = Task(meta["task"]) if meta.get("task") in {t.value for t in Task} else None
-        return LoadedForInspection(module, model, declared)
-    from ..registry import load_registry, load_registry_model
-
-    spec = load_registry().get(model)
-    return LoadedForInspection(load_registry_model(spec, offline=offline), spec.name, spec.task)
+    if is_checkpoint_file(model) and not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    return load(model, offline)
 
 
 def model_task(scale: int, declared: Task | None, requested: Task | None) -> Task:

@@ -125,7 +125,7 @@ def model_command(
     dev = resolve_device(device)
     loaded = load_for_inspection(model, offline=offline)
     module = loaded.module
-    kind = model_task(int(module.scale), loaded.declared_task, task)
+    kind = model_task(int(module.scale), loaded.task, task)
     probes, failed = [], 0
     for path in images or [sample_image()]:
         try:
