@@ -10,13 +10,13 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from ..levels import Level, LevelPicker, quality_level, sigma_level, span_text
 from ..loader import Loaded, load_for_task
 from .app import app
 
@@ -189,68 +189,6 @@ def _dist_rank() -> tuple[int, int, int]:
     return rank, world, local
 
 
-@dataclass(frozen=True)
-class Level:
-    """An image's degradation level for denoise (noise sigma) and jpeg (quality): given on
-    the command line or measured from the file. It is recorded in the output's JSON, checked
-    against the model's declared range, and picks the model where the task has several.
-
-    measure: ImageData -> (value or None when unknown, "given"/"estimated"/"unknown", the
-    note to print or None); it prints nothing itself (it runs before the model)."""
-
-    given: float | None  # on the command line (then it is every file's level)
-    key: str  # the JSON key: "sigma", "jpeg_quality"
-    option: str  # the command-line option: "sigma", "quality"
-    name: str  # in messages: "sigma", "JPEG quality"
-    fmt: str  # of a value in messages: ".1f", "d"
-    measure: Callable[[object], tuple]
-    verb: str  # "the range the model ... (lo-hi)"
-    tail: str = ""  # after that warning
-
-    def label(self, value) -> str:
-        return f"{self.name} {value:{self.fmt}}"
-
-
-def _level_hooks(level: Level, common: Common, models: list[Loaded]):
-    """(pick, before): the model for each image (by its level, where there are several),
-    and restore_files' ``before``: the per-image note, warning and recorded info."""
-    import weakref
-
-    from ..registry import pick_by_level
-
-    # the last image (weakly: it is not kept alive for this) and its measure: measured
-    # once, used by pick and by before (which come in either order)
-    last: list = [lambda: None, None]
-
-    def measured(img) -> tuple:
-        if last[0]() is not img:
-            last[:] = [weakref.ref(img), level.measure(img)]
-        return last[1]
-
-    def pick(img) -> Loaded:
-        return pick_by_level(models, measured(img)[0], span_of=lambda m: m.span,
-                             channels=img.channels)
-
-    def before(img) -> dict:
-        value, how, note = measured(img)
-        lm = pick(img)
-        info = {level.key: value if value is None or isinstance(value, int) else round(value, 2),
-                f"{level.key}_source": how}
-        if len(models) > 1:
-            info["model"] = lm.name
-            note = (note or f"{img.path}: {level.label(value)}") + f": model {lm.name}"
-            if value is None:
-                note += f" (the first; --{level.option} picks another)"
-        if note:
-            _say(common, note)
-        if value is not None:
-            _warn_outside(common, img, level.label(value), value, lm.span, level.verb,
-                          level.tail)
-        return info
-
-    return pick, before
-
-
 def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
                 level: Level | None = None) -> None:
     """Everything the three commands share: plan, load, restore, report, exit code."""
@@ -336,12 +274,13 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
     lm = models[0]
     choose = before = None
     if level is not None:
-        pick, before = _level_hooks(level, common, models)
+        picker = LevelPicker(level, models, say=lambda msg: _say(common, msg))
+        before = picker.before
         if len(models) > 1:
             def choose(img):
-                m = pick(img)
+                m = picker.pick(img)
                 return restorers[m.name], m.in_chans
-    names = ", ".join(m.name + (f" ({level.name} {_span(m.span)})"
+    names = ", ".join(m.name + (f" ({level.name} {span_text(m.span)})"
                                 if len(models) > 1 and m.span else "") for m in models)
     _say(common, f"restore {task.value}: {len(jobs)} image(s), model{'s' * (len(models) > 1)} "
                  f"{names}, {device}, {precision.value}")
@@ -410,49 +349,6 @@ def sr_cmd(
     run_command("sr", int(s), common, f"_x{s}")
 
 
-def _span(span: tuple) -> str:
-    return f"{span[0]:g}-{span[1]:g}"
-
-
-def _warn_outside(common: Common, img, what: str, value: float, span: tuple | None,
-                  verb: str, tail: str = "") -> None:
-    """Warn (per file) when a degradation level is outside the range a model declares."""
-    if span and not (span[0] <= value <= span[1]):
-        _say(common, f"{img.path}: warning: {what} is outside the range the model {verb} "
-                     f"({_span(span)}){tail}")
-
-
-def _sigma_level(sigma: float | None) -> Level:
-    def measure(img) -> tuple:
-        from ..errors import UsageError
-        from ..estimate import estimate_noise_sigma
-
-        if sigma is not None:
-            return float(sigma), "given", None
-        try:
-            value = float(estimate_noise_sigma(img.pixels))
-        except UsageError as exc:  # too small to estimate: the blind model still runs
-            return None, "unknown", f"{img.path}: noise level not estimated ({exc})"
-        return value, "estimated", f"{img.path}: estimated noise sigma {value:.1f}"
-
-    return Level(sigma, "sigma", "sigma", "sigma", ".1f", measure, "was trained for")
-
-
-def _quality_level(quality: int | None) -> Level:
-    def measure(img) -> tuple:
-        from ..estimate import estimate_jpeg_quality
-
-        if quality is not None:
-            return quality, "given", None
-        q = estimate_jpeg_quality(img.jpeg_qtables) if img.jpeg_qtables else None
-        if q is None:
-            return None, "unknown", f"{img.path}: not a JPEG file, quality unknown"
-        return q, "estimated", f"{img.path}: estimated JPEG quality {q}"
-
-    return Level(quality, "jpeg_quality", "quality", "JPEG quality", "d", measure, "is for",
-                 ": the result may be worse than the input")
-
-
 @restore_command("denoise")
 def denoise_cmd(
     inputs: Inputs,
@@ -464,7 +360,7 @@ def denoise_cmd(
     *, common: Common,
 ) -> None:
     """Remove Gaussian noise (sigma on the 0..255 scale, estimated when not given)."""
-    run_command("denoise", 1, common, "_denoise", level=_sigma_level(sigma))
+    run_command("denoise", 1, common, "_denoise", level=sigma_level(sigma))
 
 
 @restore_command("jpeg")
@@ -479,4 +375,4 @@ def jpeg_cmd(
     *, common: Common,
 ) -> None:
     """Remove JPEG compression artifacts."""
-    run_command("jpeg", 1, common, "_jpeg", level=_quality_level(quality))
+    run_command("jpeg", 1, common, "_jpeg", level=quality_level(quality))
