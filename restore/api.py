@@ -76,7 +76,7 @@ class Model:
         from PIL import Image
 
         from .io import quantize
-        from .pipeline import _Loaded, _resize, _run_model
+        from .pipeline import resize, run_channels
 
         pil = isinstance(image, Image.Image)
         alpha = None
@@ -107,13 +107,13 @@ class Model:
                              "(H, W, 1) or (H, W, 3)")
         x = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
         engine = self._restorer(tile, tile_mode, exact_memory, overlap, tta)
-        y = _run_model(_Loaded(None, x, 0.0), engine, self.in_chans).y
+        y, _stats = run_channels(x, engine, self.in_chans)
         out = np.clip(y.numpy(), 0, 1).transpose(1, 2, 0)
         if pil:
             u8 = quantize(out, 16 if dtype == np.uint16 else 8)
             result = Image.fromarray(u8[:, :, 0] if u8.shape[2] == 1 else u8)
             if alpha is not None:
-                a_big = _resize(alpha[:, :, None], out.shape[0], out.shape[1])[:, :, 0]
+                a_big = resize(alpha[:, :, None], out.shape[0], out.shape[1])[:, :, 0]
                 result.putalpha(Image.fromarray(quantize(a_big)))
             return result
         if dtype in (np.uint8, np.uint16):

@@ -284,13 +284,13 @@ def _read_ahead(job: Job, existing: Existing, io_lock) -> Result | _Loaded:
         return Result(job, "failed", str(exc))
 
 
-def _run_model(loaded: _Loaded, restore_fn: Callable, model_channels: int) -> _Restored:
-    """Gray through a 3-channel model as RGB and back; colour through a 1-channel model
-    channel by channel."""
+def run_channels(x, restore_fn: Callable, model_channels: int) -> tuple[Any, list]:
+    """(C, H, W) float32 tensor through ``restore_fn`` -> ((C, sH, sW) tensor, its RunStats
+    per call): gray through a 3-channel model as RGB and back (the three outputs averaged),
+    colour through a 1-channel model channel by channel. The one rule for files, folders
+    and the Python API."""
     import torch
 
-    t0 = time.perf_counter()
-    x = loaded.x
     c = x.shape[0]
     stats = []
     if model_channels == 3 and c == 1:
@@ -307,6 +307,12 @@ def _run_model(loaded: _Loaded, restore_fn: Callable, model_channels: int) -> _R
     else:
         y, st = restore_fn(x)
         stats.append(st)
+    return y, stats
+
+
+def _run_model(loaded: _Loaded, restore_fn: Callable, model_channels: int) -> _Restored:
+    t0 = time.perf_counter()
+    y, stats = run_channels(loaded.x, restore_fn, model_channels)
     return _Restored(y, stats, time.perf_counter() - t0)
 
 
@@ -325,9 +331,9 @@ def _save(job: Job, img, restored: _Restored, opts: ImageOptions,
     out = np.clip(restored.y.numpy(), 0, 1).transpose(1, 2, 0)
     alpha = img.alpha
     if opts.outscale is not None:
-        out = _resize(out, round(img.height * opts.outscale), round(img.width * opts.outscale))
+        out = resize(out, round(img.height * opts.outscale), round(img.width * opts.outscale))
     if alpha is not None and (alpha.shape[0], alpha.shape[1]) != out.shape[:2]:
-        alpha = _resize(alpha[..., None], out.shape[0], out.shape[1])[..., 0]
+        alpha = resize(alpha[..., None], out.shape[0], out.shape[1])[..., 0]
     try:
         job.target.parent.mkdir(parents=True, exist_ok=True)
         prepare = time.perf_counter() - t0
@@ -395,7 +401,7 @@ def restore_file(job: Job, restore_fn: Callable, model_channels: int, scale: int
     return _ok(job, info, loaded, restored, saved, before_s)
 
 
-def _resize(a, h: int, w: int):
+def resize(a, h: int, w: int):
     """High-quality resize of (H, W, C) float32: area when shrinking, Lanczos when enlarging."""
     import cv2
     import numpy as np
