@@ -352,25 +352,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Trainin
 
 
 def dump_toml(cfg: TrainingConfig) -> str:
-    """The resolved config as TOML text (only the types this config uses)."""
-    def val(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(val(x) for x in v) + "]"
-        raise ConfigError(f"cannot write {v!r} as TOML")  # pragma: no cover
+    """The resolved config as TOML text (the run folder's config.toml), by tomli-w."""
+    import tomli_w
 
-    lines: list[str] = []
-    for name, sec in cfg.to_dict().items():
-        lines.append(f"[{name}]")
-        tables = {k: v for k, v in sec.items() if isinstance(v, dict)}
-        lines += [f"{k} = {val(v)}" for k, v in sec.items() if not isinstance(v, dict)]
-        for k, tab in tables.items():
-            lines.append(f"\n[{name}.{k}]")
-            lines += [f"{kk} = {val(vv)}" for kk, vv in tab.items()]
-        lines.append("")
-    return "\n".join(lines)
+    return tomli_w.dumps(cfg.to_dict())
