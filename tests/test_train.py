@@ -94,6 +94,17 @@ def test_config_errors_name_the_key(tmp_path):
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.toml")), ids=lambda p: p.stem)
+def test_the_run_folder_config_reads_back_as_the_same_config(path):
+    # config.toml in a run folder is what --resume and train-export read back
+    import tomllib
+
+    from restore.train.config import dump_toml
+
+    cfg = load_config(path, ["train.lr=3e-4", 'data.quality=[10, 50]'])
+    assert parse_config(tomllib.loads(dump_toml(cfg))) == cfg
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.toml")), ids=lambda p: p.stem)
 def test_shipped_configs_build_their_model_from_a_fresh_checkout(path, monkeypatch):
     # As configs/README.md says to run them: from the repository root, ../shared beside it.
     # Only tracked files may be needed (runs/ is not in a checkout).
