@@ -8,51 +8,39 @@ a bad value is a ConfigError that names it.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from .. import checks
 from ..errors import ConfigError
 from ..norms import NormKind
 from .common import ResiConnection, Upsampler
 
 
+def _checked(name: str, value, check, *args, **kwargs):
+    """``check(value, ...)`` (restore.checks), its complaint as ConfigError("name=value ...")."""
+    try:
+        return check(value, *args, **kwargs)
+    except checks.Invalid as exc:
+        raise ConfigError(f"{name}={value!r} {exc}") from None
+
+
 def _enum(enum_cls, name: str, value):
     if value is None and enum_cls is Upsampler:
         value = ""
-    try:
-        return enum_cls(value)
-    except ValueError:
-        valid = ", ".join(repr(e.value) for e in enum_cls)
-        raise ConfigError(f"{name}={value!r} is not one of {valid}") from None
+    return _checked(name, value, checks.one_of, enum_cls)
 
 
 def _int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise ConfigError(f"{name}={value!r} must be an integer")
-    if value < minimum:
-        raise ConfigError(f"{name}={value} must be >= {minimum}")
-    return value
+    return _checked(name, value, checks.integer, minimum, whole_floats=True)
 
 
 def _float(name: str, value, positive: bool = False, minimum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name}={value!r} must be a number")
-    value = float(value)
-    if not math.isfinite(value) or (positive and value <= 0) or (
-            minimum is not None and value < minimum):
-        bound = "> 0" if positive else f">= {minimum}"
-        raise ConfigError(f"{name}={value} must be finite and {bound}")
-    return value
+    return _checked(name, value, checks.number, positive=positive, minimum=minimum)
 
 
 def _bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name}={value!r} must be true or false")
-    return value
+    return _checked(name, value, checks.flag)
 
 
 def _int_tuple(name: str, value) -> tuple[int, ...]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from .. import checks
 from ..errors import ConfigError
 from ..tasks import Task
 from .paths import package_dir, user_data_dir
@@ -56,6 +57,13 @@ class _Table:
     def err(self, key: str, msg: str) -> ConfigError:
         return ConfigError(f"{self.where}: {key}: {msg}")
 
+    def _checked(self, key: str, value, check, *args, **kwargs):
+        """``check(value, ...)`` (restore.checks), its complaint naming the key."""
+        try:
+            return check(value, *args, **kwargs)
+        except checks.Invalid as exc:
+            raise self.err(key, f"{value!r} {exc}") from None
+
     def has(self, key: str) -> bool:
         return key in self.data
 
@@ -75,8 +83,8 @@ class _Table:
             raise self.err(key, f"{v!r} must be a non-empty string")
         if "\n" in v:
             raise self.err(key, "must be one line")
-        if choices is not None and v not in choices:
-            raise self.err(key, f"{v!r} is not one of {', '.join(repr(c) for c in choices)}")
+        if choices is not None:
+            self._checked(key, v, checks.one_of, choices)
         if pattern is not None and not pattern.fullmatch(v):
             raise self.err(key, f"{v!r} is malformed (expected {PATTERN_HELP[pattern]})")
         return v
@@ -85,19 +93,13 @@ class _Table:
         v = self.raw(key, required)
         if v is None:
             return None
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise self.err(key, f"{v!r} must be an integer")
-        if v < minimum:
-            raise self.err(key, f"{v} must be >= {minimum}")
-        return v
+        return self._checked(key, v, checks.integer, minimum)
 
     def flag(self, key: str, required: bool = True, default: bool = False) -> bool:
         v = self.raw(key, required)
         if v is None:
             return default
-        if not isinstance(v, bool):
-            raise self.err(key, f"{v!r} must be true or false")
-        return v
+        return self._checked(key, v, checks.flag)
 
     def span(self, key: str, lo: float, hi: float, integer: bool):
         v = self.raw(key, required=False)

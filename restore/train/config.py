@@ -21,13 +21,14 @@ Strings become enums here, once.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-import math
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from .. import checks
 from ..errors import ConfigError
 from ..tasks import Task
 
@@ -143,6 +144,9 @@ class TrainingConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
+# restore.checks by field type; floats must be finite
+_CHECKS = {bool: checks.flag, int: checks.integer, float: checks.number, str: checks.string}
+
 SECTIONS = {"run": RunConfig, "model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 
 
@@ -158,30 +162,13 @@ def _plain(v: Any) -> Any:
 
 def _convert(key: str, typ: Any, value: Any) -> Any:
     """``value`` as ``typ`` (the field's annotation), or ConfigError naming ``key``."""
-    if isinstance(typ, type) and issubclass(typ, Enum):
+    check = (functools.partial(checks.one_of, choices=typ)
+             if isinstance(typ, type) and issubclass(typ, Enum) else _CHECKS.get(typ))
+    if check is not None:
         try:
-            return typ(value)
-        except ValueError:
-            valid = ", ".join(repr(e.value) for e in typ)
-            raise ConfigError(f"{key}={value!r} is not one of {valid}") from None
-    if typ is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r} must be true or false")
-        return value
-    if typ is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}={value!r} must be an integer")
-        return value
-    if typ is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}={value!r} must be a number")
-        if not math.isfinite(value):
-            raise ConfigError(f"{key}={value!r} must be finite")
-        return float(value)
-    if typ is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}={value!r} must be a string")
-        return value
+            return check(value)
+        except checks.Invalid as exc:
+            raise ConfigError(f"{key}={value!r} {exc}") from None
     if typ is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a table")
