@@ -31,11 +31,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except FileNotFoundError:
         keep_mode = None
     tmp = _create_beside(path)
+    if keep_mode is None:
+        # the mode os.open gave it (0666 less the umask); a writer that replaces the file
+        # by its own temporary (safetensors does, at 0600) must not change it
+        keep_mode = stat.S_IMODE(tmp.stat().st_mode)
     try:
         yield tmp
         _sync(tmp)
-        if keep_mode is not None:
-            os.chmod(tmp, keep_mode)
+        os.chmod(tmp, keep_mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -24,6 +24,20 @@ def test_a_new_file_gets_the_usual_mode_and_no_temporary_file_stays(tmp_path):
     assert os.listdir(tmp_path) == ["a.bin"]
 
 
+def test_a_writer_that_swaps_in_its_own_0600_file_still_gives_the_usual_mode(tmp_path):
+    # safetensors 0.8 writes to a temporary of its own (0600) and renames it over the name
+    umask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "m.bin") as tmp:
+            own = tmp_path / "own"
+            own.write_bytes(b"abc")
+            own.chmod(0o600)
+            os.replace(own, tmp)
+    finally:
+        os.umask(umask)
+    assert _mode(tmp_path / "m.bin") == 0o644 and os.listdir(tmp_path) == ["m.bin"]
+
+
 def test_a_replaced_file_keeps_its_mode(tmp_path):
     target = tmp_path / "a.bin"
     target.write_bytes(b"old")
