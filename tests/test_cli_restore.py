@@ -417,6 +417,47 @@ def test_every_shipped_default_restores_offline_and_beats_its_input(tmp_path, ta
     assert ours > before + (0.2 if task == "jpeg-q90" else 0.5), (ours, before)
 
 
+def test_a_gray_jpeg_goes_to_the_shipped_gray_model_and_stays_gray(tmp_path):
+    """With no --model, a gray JPEG goes to the shipped gray model (its quality read from the
+    file), which restores it better than the colour model does, and the output stays gray;
+    a colour JPEG at the same quality goes to the colour model, and a gray JPEG above the
+    gray model's range to the colour model made for its quality."""
+    from shared_paths import BENCHMARKS, require
+
+    from restore.metrics import psnr
+    from restore.registry import load_registry
+
+    gray_specs = [s for s in load_registry().defaults_for("jpeg") if s.in_chans == 1]
+    if not gray_specs:
+        pytest.skip("no gray JPEG default in weights.toml")
+    gray = gray_specs[0]
+    assert gray.source.kind == "embedded"
+    hr = np.asarray(Image.open(require(BENCHMARKS / "Classic5" / "HR" / "barbara.png")).convert("L"))
+    hr = hr[:192, :256]
+    colour = np.asarray(Image.open(require(BENCHMARKS / "Kodak24" / "HR" / "kodim23.png")))
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(hr).save(src / "gray.jpg", quality=10)
+    Image.fromarray(hr).save(src / "gray_q75.jpg", quality=75)
+    Image.fromarray(colour[200:296, 300:428]).save(src / "colour.jpg", quality=10)
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-hf")}
+    res = run("jpeg", src, "-o", tmp_path / "out", "--format", "png", "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    got = {Path(r["input"]).name: r for r in map(json.loads, res.stdout.splitlines())}
+    assert {k: r["model"] for k, r in got.items()} == {
+        "gray.jpg": gray.name, "gray_q75.jpg": "swinir-iln-t.jpeg-hq",
+        "colour.jpg": "swinir-iln-t.jpeg"}, res.stderr
+    for name, mode in (("gray.jpg", "L"), ("gray_q75.jpg", "L"), ("colour.jpg", "RGB")):
+        assert Image.open(got[name]["output"]).mode == mode, name
+    res = run("jpeg", src / "gray.jpg", "--model", "swinir-iln-t.jpeg", "-o",
+              tmp_path / "through_colour.png", env=env)
+    assert res.returncode == 0, res.stderr
+    ours = psnr(np.asarray(Image.open(got["gray.jpg"]["output"])), hr)
+    through_colour = psnr(np.asarray(Image.open(tmp_path / "through_colour.png")), hr)
+    jpeg = psnr(np.asarray(Image.open(src / "gray.jpg")), hr)
+    assert ours > through_colour + 0.05 and through_colour > jpeg, (ours, through_colour, jpeg)
+
+
 def test_exact_tiling_through_a_scratch_file_from_the_command_line(tmp_path):
     """--exact-memory 0 puts every whole-image map of exact tiling in a scratch file: the
     output is the whole image's (to the 8-bit level: float rounding may flip a level), the
