@@ -35,15 +35,16 @@ def _size() -> tuple[int, int] | None:
 
 def bar(total: int | None = None, *, desc: str | None = None, unit: str = "it",
         quiet: bool = False, leave: bool = True, initial: int = 0,
-        mininterval: float = 0.1) -> tqdm:
+        mininterval: float = 0.1, unit_scale: bool = False) -> tqdm:
     """A tqdm bar on stderr, disabled (it still counts, draws nothing) off a terminal or
-    when ``quiet``."""
+    when ``quiet``. ``unit_scale``: counts shown as k/M/G in steps of 1024 (bytes)."""
     on = enabled(quiet)
     fixed = _size() if on else None
     cols, rows = fixed or (None, None)
     return tqdm(total=total, desc=desc, unit=unit, leave=leave, initial=initial,
                 file=sys.stderr, disable=not on, ncols=cols, nrows=rows,
-                dynamic_ncols=on and fixed is None, mininterval=mininterval)
+                dynamic_ncols=on and fixed is None, mininterval=mininterval,
+                unit_scale=unit_scale, unit_divisor=1024 if unit_scale else 1000)
 
 
 def write(msg: str) -> None:

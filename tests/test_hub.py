@@ -32,7 +32,7 @@ TINY = dict(upscale=2, img_size=32, window_size=8, depths=[2], embed_dim=16, num
 HF_VARS = ("HF_HOME", "HF_HUB_CACHE", "HF_ENDPOINT", "HF_TOKEN", "HF_HUB_OFFLINE",
            "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_XET", "HF_XET_CACHE", "HUGGINGFACE_HUB_CACHE",
            "HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_POSITION", "RESTORE_REGISTRY",
-           "RESTORE_CONFIG_DIR", "RESTORE_DATA_DIR", "XDG_CACHE_HOME")
+           "RESTORE_CONFIG_DIR", "RESTORE_DATA_DIR", "RESTORE_CACHE_DIR", "XDG_CACHE_HOME")
 
 
 def restore_exe() -> list[str]:
@@ -87,7 +87,8 @@ class Env:
         base = {k: v for k, v in os.environ.items() if k not in HF_VARS}
         base.update(HF_ENDPOINT=self.hub.endpoint, HF_HOME=str(self.tmp / "hf"),
                     RESTORE_CONFIG_DIR=str(self.tmp / "config"),
-                    RESTORE_DATA_DIR=str(self.tmp / "data"), RESTORE_DEBUG="")
+                    RESTORE_DATA_DIR=str(self.tmp / "data"),
+                    RESTORE_CACHE_DIR=str(self.tmp / "cache"), RESTORE_DEBUG="")
         base.update(env)
         self.hub.requests.clear()
         return subprocess.run(restore_exe() + list(args), env=base, capture_output=True,

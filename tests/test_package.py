@@ -78,7 +78,7 @@ def test_wheel_contains_registry_and_entry_point(tmp_path):
 # facade on top (restore.load re-exports restore.api): nothing below the CLI may import it.
 LEVELS = {
     "errors": 0, "tasks": 0, "atomic": 0, "checks": 0, "progress": 1, "norms": 1, "archs": 2, "degrade": 2, "metrics": 2, "estimate": 2,
-    "checkpoint": 3, "registry": 3, "hub": 3, "engine": 3, "io": 3, "tiling": 3,
+    "checkpoint": 3, "registry": 3, "hub": 3, "fetch": 3, "engine": 3, "io": 3, "tiling": 3,
     "loader": 4, "levels": 4, "evaluate": 4, "analysis": 4, "pipeline": 4, "train": 5, "api": 5, "cli": 6, "__main__": 6, "__init__": 6,
 }
 

@@ -37,17 +37,18 @@ from shared_paths import FIXTURES, SHARED, require
 TINY = dict(upscale=2, img_size=32, window_size=8, depths=[2], embed_dim=16, num_heads=[2],
             mlp_ratio=2.0, upsampler="pixelshuffledirect")
 SHIPPED = read_registry()
-ENV_VARS = ("RESTORE_REGISTRY", "RESTORE_CONFIG_DIR", "RESTORE_DATA_DIR", "XDG_CONFIG_HOME",
-            "XDG_DATA_HOME", "HF_HUB_OFFLINE")
+ENV_VARS = ("RESTORE_REGISTRY", "RESTORE_CONFIG_DIR", "RESTORE_DATA_DIR", "RESTORE_CACHE_DIR",
+            "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "HF_HUB_OFFLINE")
 
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    """Every test gets its own (empty) user config and data dirs."""
+    """Every test gets its own (empty) user config, data and download cache dirs."""
     for var in ENV_VARS:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("RESTORE_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("RESTORE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RESTORE_CACHE_DIR", str(tmp_path / "cache"))
 
 
 @pytest.fixture
@@ -100,9 +101,15 @@ def test_every_entry_builds_and_fits_the_published_checkpoint(name, fast_init):
         assert load_registry_model(spec).config == model.config
         return
     # the key names and shapes of the official file (x4 releases are in the fixtures; x2/x3
-    # differ from them only in the upsampler)
-    published = json.loads(require(FIXTURES / "published_state_dicts.json").read_text())
-    ref_name = {"swinir": "swinir_m_classical_x4", "hat": "hat_x4"}[spec.family]
+    # differ from them only in the upsampler); DRCT's in their own folder, by name
+    # ("drct-l.sr-x4" -> drct_l_x4)
+    if spec.family == "drct":
+        published = json.loads(require(SHARED / "fixtures" / "reference_drct" /
+                                        "published_state_dicts.json").read_text())
+        ref_name = spec.name.split(".")[0].replace("-", "_") + "_x4"
+    else:
+        published = json.loads(require(FIXTURES / "published_state_dicts.json").read_text())
+        ref_name = {"swinir": "swinir_m_classical_x4", "hat": "hat_x4"}[spec.family]
     ref = published[ref_name]
     ref_kwargs = {**ref["kwargs"], "upscale": spec.scale}
     assert spec.config_dict() == ref_kwargs

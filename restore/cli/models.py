@@ -1,7 +1,8 @@
 """``restore models``: the model registry from the command line.
 
-list / info / presets read the registry (and look at the cache) without any network;
-download / verify fetch and check weights; import registers a checkpoint you downloaded
+list / info / presets read the registry (and look at the caches) without any network;
+download / verify fetch and check weights (download --file puts a url entry's file that
+you downloaded by hand in place); import registers a checkpoint you downloaded
 (official SwinIR/HAT/DRCT, the i-LN authors' files) in the user registry; push uploads one to
 the Hugging Face Hub. Results go to stdout, notes and progress to stderr; batch commands
 (download, verify) go on past a failure and exit 1 at the end.
@@ -55,6 +56,13 @@ def _psnr_brief(spec) -> str:
     return f"{bench} {value:.2f} ({kind})"
 
 
+def _source_brief(spec) -> str:
+    """The SOURCE column: the kind, and the Hub repo or the URL's host."""
+    src = spec.source
+    where = {"hub": getattr(src, "repo_id", ""), "url": getattr(src, "host", "")}.get(src.kind)
+    return f"{src.kind}:{where}" if where else src.kind
+
+
 def _cached(spec) -> Path | None:
     from ..registry import cached_path
 
@@ -100,8 +108,7 @@ def list_cmd(
     rows = [["NAME", "TASK", "PARAMS", "NORM", "SOURCE", "CACHED", "PSNR"]]
     for s in specs:
         mark = " *" if reg.defaults_of(s.name) else ""
-        rows.append([s.name + mark, s.task_key, _params(s.params), s.norm,
-                     s.source.kind + (f":{s.source.repo_id}" if s.source.kind == "hub" else ""),
+        rows.append([s.name + mark, s.task_key, _params(s.params), s.norm, _source_brief(s),
                      "yes" if cached[s.name] else "no", _psnr_brief(s)])
     if len(rows) > 1:
         print(_table(rows))
@@ -121,7 +128,7 @@ def info_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Everything the registry knows about one model, and where its file is."""
-    from ..registry import HubSource, load_registry
+    from ..registry import HubSource, UrlSource, load_registry
 
     reg = load_registry()
     spec = reg.get(name)
@@ -132,6 +139,8 @@ def info_cmd(
 
         data["url"] = hub.file_url(spec.source.repo_id, spec.source.filename,
                                    spec.source.revision)
+    elif isinstance(spec.source, UrlSource):
+        data["url"] = spec.source.url
     if as_json:
         print(json.dumps(data, indent=1))
         return
@@ -155,7 +164,7 @@ def info_cmd(
               f"  cached      {cached if cached else 'no'}",
               f"  registry    {spec.origin}"]
     if spec.psnr:
-        lines.append(f"  PSNR (dB)   " + ", ".join(f"{b} {v:.2f}" for b, v in spec.psnr.items())
+        lines.append("  PSNR (dB)   " + ", ".join(f"{b} {v:.2f}" for b, v in spec.psnr.items())
                      + f"  [{spec.psnr_source}]")
     lines.append("  config      " + json.dumps(spec.config_dict()))
     print("\n".join(lines))
@@ -185,12 +194,30 @@ def download_cmd(
         help="Registry names (see 'restore models list').", show_default=False)] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every entry of the registry.")] = False,
     offline: OfflineOpt = False,
+    file: Annotated[Optional[Path], typer.Option(
+        "--file", help="A url entry's file that you downloaded by hand (e.g. in a browser, "
+                       "from Google Drive): checked against the entry's sha256 and size and "
+                       "copied into restore's download cache. With exactly one NAME.",
+        show_default=False)] = None,
 ) -> None:
-    """Download (Hub entries) and verify weights; prints each verified local path."""
+    """Download (Hub and url entries) and verify weights; prints each verified local path.
+
+    Hub files go to the Hugging Face cache, url files to restore's download cache
+    ($RESTORE_CACHE_DIR, else $XDG_CACHE_HOME/restore, else ~/.cache/restore). Where a
+    download cannot work (Google Drive answers with a quota page), download the URL that
+    'restore models info NAME' shows by hand and pass it with --file.
+    """
     from ..errors import RestoreError, UsageError
-    from ..registry import load_registry, resolve_weights
+    from ..registry import install_file, load_registry, resolve_weights
 
     reg = load_registry()
+    if file is not None:
+        if all_ or len(names or []) != 1:
+            raise UsageError("--file goes with exactly one NAME (the entry whose file it is), "
+                             "not with --all")
+        path = install_file(reg.get(names[0]), file)
+        print(f"{names[0]}\t{path}")
+        return
     if all_:
         names = list(reg.models)
     if not names:
@@ -216,8 +243,9 @@ def verify_cmd(
 ) -> None:
     """Hash the local weights files again (no download).
 
-    Checks every cached Hub file, embedded file and imported file (or the NAMEs given)
-    against its sha256 and size; a Hub file that fails is deleted from the cache.
+    Checks every cached Hub or url file, embedded file and imported file (or the NAMEs
+    given) against its sha256 and size; a downloaded file that fails is deleted from its
+    cache.
     """
     from ..errors import RestoreError
     from ..registry import load_registry, load_registry_model, verify_cached

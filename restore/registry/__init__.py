@@ -14,8 +14,11 @@ to use instead (a mirror, or a test). A user registry (same format, written by
 ``restore models import``) is merged over it: ``$RESTORE_CONFIG_DIR/registry.toml``, else
 ``$XDG_CONFIG_HOME/restore/registry.toml``, else ``~/.config/restore/registry.toml``; the
 files it imports live under ``$RESTORE_DATA_DIR``, else ``$XDG_DATA_HOME/restore``, else
-``~/.local/share/restore``. (These paths are the one place below the CLI that reads the
-environment: every caller of ``load_registry()`` must see the same registry.)
+``~/.local/share/restore``. The files of url entries are downloaded into restore's own
+cache, ``downloads/<sha256>/<filename>`` under ``$RESTORE_CACHE_DIR``, else
+``$XDG_CACHE_HOME/restore``, else ``~/.cache/restore``. (These paths are the one place
+below the CLI that reads the environment: every caller of ``load_registry()`` must see the
+same registry.)
 
 Format (schema 1)::
 
@@ -39,6 +42,9 @@ Format (schema 1)::
     sha256 = "<64 hex>"
     size = 67869037                 # bytes
     source = { kind = "hub", repo_id = "org/name", filename = "f.pth", revision = "<40 hex>" }
+                                    # or { kind = "url", url = "https://...", filename =
+                                    # "f.pth" } (a plain HTTPS download; http only to
+                                    # localhost; filename: the name it is kept under)
                                     # or { kind = "embedded", path = "models/x.safetensors" }
                                     # (inside the package) or { kind = "file", path = "..." }
                                     # (user registry: absolute, or under the data dir)
@@ -53,26 +59,30 @@ Parsing needs no torch: configs are checked against the architecture when a mode
 built (and every shipped entry is built by the tests).
 
 Weights are verified by sha256 and size after a download and before the first load in a
-process (a file that changed on disk is hashed again); a Hub file that fails is deleted
-from the cache. Hub downloads go through ``restore.hub`` into the standard Hugging Face
-cache (HF_HOME / HF_HUB_CACHE / HF_ENDPOINT / HF_TOKEN / HF_HUB_OFFLINE apply).
+process (a file that changed on disk is hashed again); a downloaded file that fails is
+deleted from its cache. Hub downloads go through ``restore.hub`` into the standard Hugging
+Face cache (HF_HOME / HF_HUB_CACHE / HF_ENDPOINT / HF_TOKEN / HF_HUB_OFFLINE apply); url
+downloads through ``restore.fetch`` (urllib: verified while written, renamed into place
+only when whole; HF_HUB_OFFLINE stops them too). A url file downloaded by hand (Google
+Drive's quota pages) is put in place with ``install_file`` (`restore models download NAME
+--file PATH`).
 """
 
 from __future__ import annotations
 
 from .schema import (
     FAMILIES, NORMS, SCHEMA, TASK_KEYS, EmbeddedSource, FileSource, HubSource, ModelSpec, Preset,
-    Registry, Source, level_range, pick_by_level,
+    Registry, Source, UrlSource, level_range, pick_by_level,
 )
 from .paths import (
-    base_registry_path, package_dir, registry_path, user_config_dir, user_data_dir,
-    user_registry_path,
+    base_registry_path, download_path, downloads_dir, package_dir, registry_path,
+    user_cache_dir, user_config_dir, user_data_dir, user_registry_path,
 )
 from .parse import RegistryLayer, parse_entry, parse_preset, parse_registry, read_toml, toml_loads
 from .layers import load_registry, merge_layers, read_registry
 from .sources import (
-    RESTORE_FORMAT, cached_path, check_file, load_registry_model, resolve, resolve_weights,
-    safetensors_metadata, sha256_file, verify_cached,
+    RESTORE_FORMAT, cached_path, check_file, install_file, load_registry_model, resolve,
+    resolve_weights, safetensors_metadata, sha256_file, verify_cached,
 )
 from .writing import USER_REGISTRY_HEADER, add_user_entry, dump_registry, entry_toml, make_spec
 from .importing import import_checkpoint
@@ -80,11 +90,12 @@ from .cards import model_card
 
 __all__ = [
     "FAMILIES", "NORMS", "SCHEMA", "TASK_KEYS", "EmbeddedSource", "FileSource", "HubSource",
-    "ModelSpec", "Preset", "Registry", "Source", "level_range", "pick_by_level",
-    "base_registry_path", "package_dir", "registry_path", "user_config_dir", "user_data_dir",
-    "user_registry_path", "RegistryLayer", "parse_entry", "parse_preset", "parse_registry",
-    "read_toml", "toml_loads", "load_registry", "merge_layers", "read_registry",
-    "RESTORE_FORMAT", "cached_path", "check_file", "load_registry_model", "resolve",
+    "ModelSpec", "Preset", "Registry", "Source", "UrlSource", "level_range", "pick_by_level",
+    "base_registry_path", "download_path", "downloads_dir", "package_dir", "registry_path",
+    "user_cache_dir", "user_config_dir", "user_data_dir", "user_registry_path",
+    "RegistryLayer", "parse_entry", "parse_preset", "parse_registry", "read_toml",
+    "toml_loads", "load_registry", "merge_layers", "read_registry", "RESTORE_FORMAT",
+    "cached_path", "check_file", "install_file", "load_registry_model", "resolve",
     "resolve_weights", "safetensors_metadata", "sha256_file", "verify_cached",
     "USER_REGISTRY_HEADER", "add_user_entry", "dump_registry", "entry_toml", "make_spec",
     "import_checkpoint", "model_card",

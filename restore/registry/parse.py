@@ -13,14 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 from .. import checks
 from ..errors import ConfigError
 from ..tasks import Task
 from .paths import package_dir, user_data_dir
 from .schema import (
-    COMMIT_RE, FAMILIES, NAME_RE, NORMS, REPO_ID_RE, SCHEMA, SHA256_RE, TASK_KEYS, EmbeddedSource,
-    FileSource, HubSource, ModelSpec, Preset, Source, freeze,
+    COMMIT_RE, FAMILIES, FILENAME_RE, NAME_RE, NORMS, REPO_ID_RE, SCHEMA, SHA256_RE, TASK_KEYS,
+    EmbeddedSource, FileSource, HubSource, ModelSpec, Preset, Source, UrlSource, freeze,
 )
 
 
@@ -128,6 +129,8 @@ PATTERN_HELP = {
     SHA256_RE: "64 lowercase hex digits",
     COMMIT_RE: "a full 40-hex commit hash, lowercase; branches and tags are not pinned",
     REPO_ID_RE: "ORG/NAME",
+    FILENAME_RE: "a plain file name (no folders): letters, digits and . _ + - , starting with "
+                 "a letter or digit",
 }
 
 
@@ -143,6 +146,7 @@ PRESET_KEYS = frozenset({
     "description", "family", "norm", "task", "config", "license", "params", "training",
     "psnr", "psnr_source", "sigma_range", "quality_range"})
 SOURCE_KEYS = {"hub": frozenset({"kind", "repo_id", "filename", "revision"}),
+               "url": frozenset({"kind", "url", "filename"}),
                "embedded": frozenset({"kind", "path"}),
                "file": frozenset({"kind", "path"})}
 
@@ -219,11 +223,37 @@ def _source(t: _Table, embedded_root: Path, data_dir: Path) -> Source:
         return HubSource(repo_id=s.text("repo_id", pattern=REPO_ID_RE),
                          filename=_relpath(s, "filename"),
                          revision=s.text("revision", pattern=COMMIT_RE))
+    if kind == "url":
+        return UrlSource(url=_url(s, "url"), filename=s.text("filename", pattern=FILENAME_RE))
     if kind == "embedded":
         rel = _relpath(s, "path")
         return EmbeddedSource(relpath=rel, path=embedded_root / rel)
     path = Path(s.text("path")).expanduser()
     return FileSource(path=path if path.is_absolute() else data_dir / path)
+
+
+# Plain http only to this machine: the tests' local server, a mirror on localhost. The
+# sha256 would catch altered bytes on any http, but not the eavesdropping, and every real
+# host (Google Drive, GitHub, Zenodo) serves https.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _url(s: _Table, key: str) -> str:
+    v = s.text(key)
+    try:
+        parts = urlsplit(v)
+        host, _ = parts.hostname or "", parts.port  # .port raises on a malformed port
+    except ValueError as exc:
+        raise s.err(key, f"{v!r} is not a URL ({exc})") from None
+    if not (parts.scheme == "https" or parts.scheme == "http" and host in LOOPBACK_HOSTS):
+        raise s.err(key, f"{v!r} must be an https:// address (http:// only to "
+                         f"{' / '.join(LOOPBACK_HOSTS)}, for tests and local mirrors)")
+    if not host or any(c.isspace() for c in v):
+        raise s.err(key, f"{v!r} is malformed (expected https://HOST/PATH, no spaces)")
+    if parts.username is not None or parts.password is not None:
+        raise s.err(key, f"{v!r} must not hold a user name or password (the registry is "
+                         "shared and printed)")
+    return v
 
 
 def _relpath(s: _Table, key: str) -> str:

@@ -1,7 +1,7 @@
-"""Where the registries and the user's imported files live. These paths are the one place
-below the CLI that reads the environment ($RESTORE_REGISTRY, $RESTORE_CONFIG_DIR,
-$RESTORE_DATA_DIR, the XDG variables): every caller of load_registry() must see the same
-registry.
+"""Where the registries, the user's imported files and restore's download cache live.
+These paths are the one place below the CLI that reads the environment ($RESTORE_REGISTRY,
+$RESTORE_CONFIG_DIR, $RESTORE_DATA_DIR, $RESTORE_CACHE_DIR, the XDG variables): every
+caller of load_registry() must see the same registry, and every process the same cache.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .schema import REGISTRY_NAME, USER_REGISTRY_NAME
+
 
 def registry_path() -> Path:
     """Path of the shipped weights.toml (packaged copy first, then the source tree's)."""
@@ -46,6 +47,23 @@ def user_config_dir() -> Path:
 def user_data_dir() -> Path:
     """$RESTORE_DATA_DIR, else $XDG_DATA_HOME/restore, else ~/.local/share/restore."""
     return _xdg("RESTORE_DATA_DIR", "XDG_DATA_HOME", ".local/share")
+
+
+def user_cache_dir() -> Path:
+    """$RESTORE_CACHE_DIR, else $XDG_CACHE_HOME/restore, else ~/.cache/restore: restore's
+    own download cache (Hub files go to the Hugging Face cache instead)."""
+    return _xdg("RESTORE_CACHE_DIR", "XDG_CACHE_HOME", ".cache")
+
+
+def downloads_dir() -> Path:
+    """The folder of the url entries' files (``user_cache_dir() / "downloads"``)."""
+    return user_cache_dir() / "downloads"
+
+
+def download_path(sha256: str, filename: str) -> Path:
+    """Where a url entry's file is kept: ``downloads/<sha256>/<filename>``. By content, so
+    that two entries of one file share it and a new pin never finds a stale file."""
+    return downloads_dir() / sha256 / filename
 
 
 def user_registry_path() -> Path:

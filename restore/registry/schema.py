@@ -1,5 +1,5 @@
 """The registry's typed form: the constants of the format (schema number, task keys,
-families, norms, name patterns), the three weight sources (Hub, embedded, file), one model
+families, norms, name patterns), the four weight sources (Hub, plain URL, embedded, file), one model
 entry (ModelSpec), one preset, the merged Registry, and the choice of a model by noise
 level or JPEG quality among several defaults (pick_by_level). No I/O here.
 """
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, Union
+from urllib.parse import urlsplit
 
 from ..errors import NoDefaultModelError, UnknownModelError, UsageError
 from ..tasks import Task
@@ -34,7 +35,8 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 REPO_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
-
+# The name a url entry's file is kept under: one plain file name, no folders.
+FILENAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,30 @@ class HubSource:
     def to_data(self) -> dict[str, Any]:
         return {"kind": self.kind, "repo_id": self.repo_id, "filename": self.filename,
                 "revision": self.revision}
+
+
+@dataclass(frozen=True)
+class UrlSource:
+    """A file at a plain HTTPS address (the authors' Google Drive, a release page), pinned
+    by the entry's sha256 and size. It is kept in restore's own download cache under
+    ``filename`` (restore.registry.paths.download_path); the URL need not end with it."""
+
+    url: str
+    filename: str
+    kind: ClassVar[str] = "url"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).netloc
+
+    def describe(self) -> str:
+        parts = urlsplit(self.url)
+        if parts.path.rsplit("/", 1)[-1] == self.filename and not parts.query:
+            return f"url:{parts.netloc}{parts.path}"
+        return f"url:{parts.netloc}/...{self.filename}"
+
+    def to_data(self) -> dict[str, Any]:
+        return {"kind": self.kind, "url": self.url, "filename": self.filename}
 
 
 @dataclass(frozen=True)
@@ -83,7 +109,7 @@ class FileSource:
         return {"kind": self.kind, "path": str(self.path)}
 
 
-Source = Union[HubSource, EmbeddedSource, FileSource]
+Source = Union[HubSource, UrlSource, EmbeddedSource, FileSource]
 
 
 @dataclass(frozen=True)
