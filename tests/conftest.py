@@ -24,6 +24,24 @@ settings.register_profile("deep", max_examples=1000, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if in_ci() else "dev"))
 
 
+# What points restore at a registry, at the user's folders and at the caches.
+USER_DIR_VARS = ("RESTORE_REGISTRY", "RESTORE_CONFIG_DIR", "RESTORE_DATA_DIR",
+                 "RESTORE_CACHE_DIR", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME",
+                 "HF_HUB_OFFLINE")
+
+
+@pytest.fixture
+def isolated_user_dirs(tmp_path, monkeypatch) -> Path:
+    """An empty user config, data and download cache of the test's own (under
+    ``tmp_path``), and none of the caller's registry, XDG or offline settings."""
+    for var in USER_DIR_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("RESTORE_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("RESTORE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RESTORE_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The shared data folder (benchmarks/, train/)."""

@@ -37,18 +37,8 @@ from shared_paths import FIXTURES, SHARED, require
 TINY = dict(upscale=2, img_size=32, window_size=8, depths=[2], embed_dim=16, num_heads=[2],
             mlp_ratio=2.0, upsampler="pixelshuffledirect")
 SHIPPED = read_registry()
-ENV_VARS = ("RESTORE_REGISTRY", "RESTORE_CONFIG_DIR", "RESTORE_DATA_DIR", "RESTORE_CACHE_DIR",
-            "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "HF_HUB_OFFLINE")
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """Every test gets its own (empty) user config, data and download cache dirs."""
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("RESTORE_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("RESTORE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("RESTORE_CACHE_DIR", str(tmp_path / "cache"))
+# every test gets its own (empty) user config, data and download cache dirs (conftest.py)
+pytestmark = pytest.mark.usefixtures("isolated_user_dirs")
 
 
 @pytest.fixture

@@ -49,9 +49,10 @@ DRCT_ENTRIES = Path(__file__).parent / "data" / "drct_entries.toml"
 DRCT_PUBLISHED = SHARED / "fixtures" / "reference_drct" / "published_state_dicts.json"
 # what the subprocesses must not inherit: another registry, cache or offline setting, a
 # proxy that would take the requests for 127.0.0.1 elsewhere
+PROXY_AND_DEBUG = ("TRANSFORMERS_OFFLINE", "RESTORE_DEBUG", "http_proxy", "https_proxy",
+                   "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 SCRUB = ("RESTORE_REGISTRY", "RESTORE_CONFIG_DIR", "RESTORE_DATA_DIR", "RESTORE_CACHE_DIR",
-         "XDG_CACHE_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "RESTORE_DEBUG",
-         "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+         "XDG_CACHE_HOME", "HF_HUB_OFFLINE") + PROXY_AND_DEBUG
 
 
 def restore_exe() -> list[str]:
@@ -224,13 +225,11 @@ def env(tmp_path, tiny_bytes):
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """In-process tests see an empty user registry and cache of their own."""
-    for var in SCRUB:
+def isolated(isolated_user_dirs, monkeypatch):
+    """In-process tests see an empty user registry and cache of their own (conftest.py),
+    and none of the caller's proxies or debug settings either."""
+    for var in PROXY_AND_DEBUG:
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("RESTORE_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("RESTORE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("RESTORE_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def _one_line_error(out: subprocess.CompletedProcess) -> str:

@@ -59,7 +59,7 @@ def _psnr_brief(spec) -> str:
 def _source_brief(spec) -> str:
     """The SOURCE column: the kind, and the Hub repo or the URL's host."""
     src = spec.source
-    where = {"hub": getattr(src, "repo_id", ""), "url": getattr(src, "host", "")}.get(src.kind)
+    where = src.repo_id if src.kind == "hub" else src.host if src.kind == "url" else ""
     return f"{src.kind}:{where}" if where else src.kind
 
 
