@@ -1,8 +1,8 @@
 """The one small hierarchy of errors that library code raises.
 
 The CLI maps each class to a one-line message and an exit code (see restore.cli.main):
-ConfigError and UsageError are usage errors (exit 2), everything else is a runtime failure
-(exit 1).
+ConfigError and UsageError are usage errors (exit 2), Interrupted carries its own code (130
+for Ctrl-C, 143 for SIGTERM), everything else is a runtime failure (exit 1).
 """
 
 from __future__ import annotations
@@ -68,6 +68,16 @@ def os_error_words(exc: OSError) -> str:
 
     name = _errno.errorcode.get(exc.errno or -1, "")
     return _OS_WORDS.get(name) or (exc.strerror.lower() if exc.strerror else str(exc))
+
+
+class Interrupted(RestoreError):
+    """Ctrl-C or SIGTERM stopped a command; the message says what was finished and how to
+    go on. Exit code 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), as shells
+    report a process a signal stopped."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
 
 
 class UnknownModelError(UsageError):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -263,6 +264,42 @@ def test_bad_files_fail_alone_and_skip_existing_does_no_work(models, tmp_path):
     assert again.returncode == 0
     assert "skipped" in again.stderr and "restore sr:" not in again.stderr  # no model loaded
     assert (out / "good_x2.png").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_stops_a_folder_run_cleanly_and_skip_existing_goes_on(models, tmp_path, sig):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i in range(60):
+        Image.fromarray(_rgb(128, 128, i)).save(src / f"{i:02d}.png")
+    cmd = [str(EXE)] if EXE.exists() else [sys.executable, "-m", "restore"]
+    proc = subprocess.Popen(  # SIGINT as a terminal's Ctrl-C gives it (a background shell ignores it)
+        cmd + ["denoise", "--sigma", "25", str(src), "-o", str(out), "--model", str(models["dn"])],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    first = proc.stdout.readline()  # one image done: the signal lands in the middle of the run
+    proc.send_signal(sig)
+    rest, err = proc.communicate(timeout=120)
+    printed = [first] + rest.splitlines()
+    assert proc.returncode == 128 + sig, err
+    assert "Traceback" not in err
+    name = signal.Signals(sig).name
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"restore: error: {name}: stopped after ") and "of 60 image(s)" in last
+    assert "--skip-existing" in last
+    written = sorted(out.iterdir())
+    assert not [p for p in written if p.name.startswith(".")]  # no temporary file left behind
+    assert 1 <= len(written) < 60
+    assert len(written) - len(printed) in (0, 1)  # at most the one written as the signal came
+    for p in written:  # each one whole
+        with Image.open(p) as im:
+            im.load()
+            assert im.size == (128, 128)
+    again = run("denoise", "--sigma", 25, src, "-o", out, "--model", models["dn"],
+                "--skip-existing")
+    assert again.returncode == 0, again.stderr
+    assert len(again.stdout.splitlines()) == 60 - len(written)
+    assert len(list(out.iterdir())) == 60
 
 
 def test_inputs_are_never_overwritten(models, tmp_path):

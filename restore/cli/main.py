@@ -1,7 +1,7 @@
 """``restore``: the command-line entry point.
 
 Exit codes (the error table, restore.cli.app.error_exit_code): 0 ok, 1 runtime failure (a file could not be restored, a checkpoint does not
-fit), 2 usage error (bad option, bad config). Library errors become one line on stderr,
+fit), 2 usage error (bad option, bad config), 130/143 stopped by Ctrl-C/SIGTERM. Library errors become one line on stderr,
 never a traceback (set RESTORE_DEBUG=1 to see one).
 
 Command modules import torch inside their command bodies, so ``restore --help`` is fast.
@@ -31,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         # standalone mode: Typer/Click print usage errors themselves and exit with 2
         app(args=argv, prog_name="restore")
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code == 130:  # Typer turns a KeyboardInterrupt outside our handlers into a bare 130
+            print("restore: interrupted", file=sys.stderr)
+        return code
     except RestoreError as exc:
         if os.environ.get("RESTORE_DEBUG"):
             raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +136,36 @@ def _say(common: Common, msg: str) -> None:
         print(msg, file=sys.stderr)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM raised where Ctrl-C raises KeyboardInterrupt, so the same clean-up runs: the
+    write under way finishes or removes its temporary file (restore.atomic), and the command
+    says what it finished instead of dying with a hidden temporary file beside an output."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__()
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """For the block, SIGTERM (a batch scheduler's stop, ``kill``) raises _Terminated in the
+    main thread; elsewhere (no signal handlers there) nothing changes."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise _Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _parse_tile(value: str) -> int:
     from ..engine import TILE_AUTO
     from ..errors import UsageError
@@ -196,7 +227,7 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
     from .. import progress
 
     from ..engine import Precision, Restorer, resolve_device, resolve_precision
-    from ..errors import RestoreError, UsageError
+    from ..errors import Interrupted, RestoreError, UsageError
     from ..pipeline import (
         Existing, ImageOptions, OutputFormat, Result, Task, check_destinations, collect_inputs,
         drop_earlier_outputs, plan_jobs, restore_files, shard,
@@ -304,31 +335,41 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
     results = restore_files(jobs, restorers[lm.name], lm.in_chans, lm.scale, opts, existing,
                             before=before, choose=choose, on_error=on_error,
                             fail_fast=common.fail_fast, overlap=device.type != "cpu")
-    with contextlib.closing(results):
-        for res in results:
-            job = res.job
-            bar.update()
-            for w in res.warnings:
-                progress.write(f"{job.source}: warning: {w}")
-            if res.status in ("failed", "skipped") and common.json:
-                print(json.dumps({"input": str(job.source), "output": None,
-                                  "status": res.status, "reason": res.reason}), flush=True)
-            if res.status == "failed":
-                failed += 1
-                reason = res.reason.removeprefix(f"{job.source}: ")
-                progress.write(f"{job.source}: error: {reason}")
-                continue  # restore_files stops after it with fail_fast
-            if res.status == "skipped":
-                if not common.quiet:
-                    progress.write(f"{job.source}: skipped: {res.reason}")
-                continue
-            if common.json:
-                print(json.dumps({"input": str(job.source), "output": str(job.target),
-                                  "status": "ok", "task": task.value, "model": lm.name,  # info's wins (several)
-                                  "device": str(device), "precision": precision.value,
-                                  "seconds": round(res.seconds, 3), **res.info}), flush=True)
-            else:
-                print(job.target, flush=True)
+    done = 0
+    try:
+        with _sigterm_as_interrupt(), contextlib.closing(results):
+            for res in results:
+                done += 1
+                job = res.job
+                bar.update()
+                for w in res.warnings:
+                    progress.write(f"{job.source}: warning: {w}")
+                if res.status in ("failed", "skipped") and common.json:
+                    print(json.dumps({"input": str(job.source), "output": None,
+                                      "status": res.status, "reason": res.reason}), flush=True)
+                if res.status == "failed":
+                    failed += 1
+                    reason = res.reason.removeprefix(f"{job.source}: ")
+                    progress.write(f"{job.source}: error: {reason}")
+                    continue  # restore_files stops after it with fail_fast
+                if res.status == "skipped":
+                    if not common.quiet:
+                        progress.write(f"{job.source}: skipped: {res.reason}")
+                    continue
+                if common.json:
+                    print(json.dumps({"input": str(job.source), "output": str(job.target),
+                                      "status": "ok", "task": task.value, "model": lm.name,  # info's wins (several)
+                                      "device": str(device), "precision": precision.value,
+                                      "seconds": round(res.seconds, 3), **res.info}), flush=True)
+                else:
+                    print(job.target, flush=True)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (_sigterm_as_interrupt)
+        bar.close()
+        signum = getattr(exc, "signum", signal.SIGINT)
+        again = "--skip-existing" + (" in place of --overwrite" if common.overwrite else "")
+        raise Interrupted(f"{signal.Signals(signum).name}: stopped after {done} of {len(jobs)} "
+                          f"image(s), every output written whole; the same command with "
+                          f"{again} does the rest", signum) from None
     bar.close()
     if failed:
         _say(common, f"restore: {failed} of {len(jobs)} file(s) failed")

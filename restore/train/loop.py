@@ -33,7 +33,7 @@ from ..atomic import write_bytes
 from ..archs import build
 from ..checkpoint import (drop_recomputed, load_model, load_state_dict, read_checkpoint,
                           unwrap_state_dict)
-from ..errors import CheckpointError, ConfigError, RestoreError
+from ..errors import CheckpointError, ConfigError, Interrupted, RestoreError
 from .. import progress as bars
 from ..metrics import psnr
 from . import state as ckpt
@@ -46,12 +46,8 @@ class TrainingDiverged(RestoreError):
     """The loss became NaN or Inf."""
 
 
-class TrainingInterrupted(RestoreError):
+class TrainingInterrupted(Interrupted):
     """Ctrl-C or SIGTERM: the step in flight was finished and a checkpoint written."""
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.exit_code = 128 + signum  # 130 for Ctrl-C, 143 for SIGTERM, as shells report
 
 
 class StopRequest:
