@@ -6,6 +6,9 @@ place only when the size and the sha256 match the registry's; on any failure (no
 connection, an error status, a web page instead of the file, too few or too many bytes,
 other content, a full disk, Ctrl-C) the temporary is removed, with the folders made for
 it, so nothing is left behind and a later run starts again from nothing (no resuming).
+A process killed outright (kill -9, a power cut) cannot remove its temporary: the next
+download of the same file removes any of its temporaries that nobody has written to for
+ten minutes (a live download writes at least once a TIMEOUT).
 
 The one module that opens URLs itself (restore.hub leaves that to huggingface_hub), with
 the standard library only: urllib's proxies (https_proxy, no_proxy), the system's
@@ -28,6 +31,7 @@ from .errors import ChecksumError, WeightsError, os_error_words
 
 BLOCK = 1 << 20  # bytes read, hashed and written at a time
 TIMEOUT = 60.0  # seconds without a byte from the server before giving up
+ABANDONED_S = 600.0  # a temporary unwritten this long belongs to a process that is gone
 # How an HTML page starts (after white space or a byte-order mark); no weights file does:
 # a zip (torch.save) starts with PK, a pickle with 0x80, safetensors with a header length.
 _HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<body")
@@ -113,6 +117,7 @@ def _placing(dest: Path) -> Iterator[Path]:
                 made.append(folder)
                 folder = folder.parent
             dest.parent.mkdir(parents=True, exist_ok=True)
+            _remove_abandoned(dest)
             with atomic_path(dest) as tmp:
                 yield tmp
         except OSError as exc:  # the target's folder: the callers map their other errors
@@ -123,6 +128,20 @@ def _placing(dest: Path) -> Iterator[Path]:
             with contextlib.suppress(OSError):
                 path.rmdir()
         raise
+
+
+def _remove_abandoned(dest: Path) -> None:
+    """Remove the temporaries of ``dest`` (restore.atomic's hidden names) that no process
+    has written to for ABANDONED_S: those of a download that was killed outright. A
+    download under way in another process writes to its own at least once a TIMEOUT."""
+    import glob
+    import time
+
+    now = time.time()
+    for tmp in dest.parent.glob(f".{glob.escape(dest.name)}.*.tmp"):
+        with contextlib.suppress(OSError):  # gone already, or not ours to remove
+            if now - tmp.stat().st_mtime > ABANDONED_S:
+                tmp.unlink()
 
 
 def _stream(read: Callable[[int], bytes], tmp: Path, *, sha256: str, size: int,

@@ -387,9 +387,37 @@ def test_ctrl_c_mid_download_leaves_nothing(env):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err  # (Typer turns Ctrl-C into a silent exit 130)
+    assert proc.returncode == 130, err
     assert "Traceback" not in err and out == ""
+    assert err.strip().splitlines()[-1] == "restore: interrupted"
     assert env.files_in_cache() == []
+
+
+def test_a_download_killed_outright_is_cleaned_up_by_the_next_one(env):
+    """kill -9 leaves the temporary (nothing runs to remove it); the next download of the
+    same file removes it once it is ten minutes old, and leaves a fresh one (another
+    process's download under way) alone."""
+    env.register("slow.sr-x2", "/stall")  # the same pinned file, so the same cache folder
+    proc = subprocess.Popen(restore_exe() + ["models", "download", "slow.sr-x2"],
+                            env=env.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not [p for p in env.files_in_cache() if p.name.endswith(".tmp")
+                   and p.stat().st_size > 0]:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.communicate()
+    (left,) = [p for p in env.files_in_cache() if p.name.endswith(".tmp")]
+    hour_ago = time.time() - 3600
+    os.utime(left, (hour_ago, hour_ago))
+    live = left.with_name(f".{FILENAME}.0badf00d.tmp")
+    live.write_bytes(b"being written")
+    res = env.run("models", "download", NAME)
+    assert res.returncode == 0, res.stderr
+    assert env.cached.read_bytes() == env.data
+    assert not left.exists() and live.exists()
 
 
 def test_an_unreachable_server_is_one_line(env):
