@@ -1,7 +1,7 @@
 """The classic methods beside the shipped models, on the same degraded inputs.
 
     python benchmarks/peers.py [--task sr|denoise|jpeg|all] [--sets Set5,Set14]
-        [--levels 2,4] [--max-images N] [--max-side N] [--json PATH]
+        [--levels 2,4] [--max-images N] [--max-side N] [--noisy-8bit] [--json PATH]
 
 Each image is degraded once, by restore.evaluate's own functions (degrade_image, with one
 seeded noise generator per set in sorted file order, as `restore eval`), and that one
@@ -21,7 +21,10 @@ Peers, per task (sets and levels by default):
 - denoise (CBSD68; sigma 15, 25, 50; RGB, seed 0): ``CBM3D``, ``bm3d.bm3d_rgb`` of the
   ``bm3d`` package (optional: ``pip install bm3d``; without it these rows are skipped in one
   line) at the true sigma, given the float32 noisy tensor our model gets and its output
-  clamped and rounded as ours is; and the ``noisy input`` itself.
+  clamped and rounded as ours is; and the ``noisy input`` itself. With --noisy-8bit the
+  noisy image is first rounded and clipped to 8 bits, as a user's noisy PNG is (and as
+  `restore denoise` reads it), and that uint8 image goes to every method; CBM3D is still
+  told the true sigma (the clipping at 0 and 255 makes the noise there smaller).
 - jpeg (Classic5 and LIVE1_gray, scored on gray, and colour LIVE1 on RGB; q10, 20, 30, 40):
   ``JPEG itself`` (the decoded input), and on the gray sets ``ARCNN (published)`` and, on
   LIVE1_gray, ``DnCNN-3 (published)``. The published gray LIVE1 figures belong to
@@ -186,8 +189,9 @@ def _r(v: float | None, digits: int) -> float | None:
 
 
 def run_set(task: str, folder: Path, level: int, peers: list, max_images: int | None,
-            max_side: int | None, loaded: dict) -> list[dict]:
-    """The rows of one set at one level: each runnable peer, then each published one."""
+            max_side: int | None, loaded: dict, noisy_8bit: bool = False) -> list[dict]:
+    """The rows of one set at one level: each runnable peer, then each published one.
+    noisy_8bit (denoise): the noisy input as an 8-bit file has it (see the module text)."""
     import numpy as np
 
     from restore.evaluate import (
@@ -209,6 +213,8 @@ def run_set(task: str, folder: Path, level: int, peers: list, max_images: int | 
         small = centre_crop(hr, max_side)
         cropped |= small.shape != hr.shape
         target, lq = degrade_image(protocol, small, rng)
+        if noisy_8bit and task == "denoise":
+            lq = np.clip(np.rint(lq * 255.0), 0, 255).astype(np.uint8)
         ours = ours_for(task, level, 1 if small.ndim == 2 else 3, loaded)
         if ours.name not in ours_names:
             ours_names.append(ours.name)
@@ -226,6 +232,7 @@ def run_set(task: str, folder: Path, level: int, peers: list, max_images: int | 
     common = {"task": task, "set": name, LEVEL_KEY[task]: level, "n": n,
               "n_set": len(all_files), "max_side": max_side, "cropped": cropped,
               "comparable": n == len(all_files) and not cropped,
+              "noisy": ("8-bit" if noisy_8bit else "float") if task == "denoise" else None,
               "channel": ours_res.channels, "ours": ours_res.model,
               "ours_psnr": _r(ours_res.psnr, 4), "ours_ssim": _r(ours_res.ssim, 5),
               "ours_s_per_image": round(ours_seconds / n, 3)}
@@ -238,7 +245,9 @@ def run_set(task: str, folder: Path, level: int, peers: list, max_images: int | 
         row = {**common, "peer": m.name, "kind": "run", "peer_psnr": _r(res.psnr, 4),
                "peer_ssim": _r(res.ssim, 5), "peer_s_per_image": round(seconds[m.name] / n, 3),
                "diff_psnr": _r(ours_res.psnr - res.psnr, 4),
-               "protocol_psnr": ref.get((name, level), ref.get((None, level)))}
+               # the protocol's figures are for its float noisy input
+               "protocol_psnr": None if noisy_8bit and task == "denoise" else
+               ref.get((name, level), ref.get((None, level)))}
         if res.psnr_y is not None:
             row["peer_psnr_y"] = _r(res.psnr_y, 4)
         rows.append(row)
@@ -252,7 +261,8 @@ def run_set(task: str, folder: Path, level: int, peers: list, max_images: int | 
 
 
 def level_label(row: dict) -> str:
-    return {"sr": f"x{row.get('scale')}", "denoise": f"sigma {row.get('sigma')}",
+    noisy = ", 8-bit noisy file" if row.get("noisy") == "8-bit" else ""
+    return {"sr": f"x{row.get('scale')}", "denoise": f"sigma {row.get('sigma')}{noisy}",
             "jpeg": f"q{row.get('quality')}"}[row["task"]]
 
 
@@ -307,6 +317,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                   "12 for denoise, all for sr and jpeg; 0: all)")
     p.add_argument("--max-side", type=int, default=0,
                    help="centre-crop each image to at most N x N before degrading (0: off)")
+    p.add_argument("--noisy-8bit", action="store_true",
+                   help="denoise: round and clip the noisy input to 8 bits (as a saved noisy "
+                        "file) before it goes to every method")
     p.add_argument("--json", metavar="PATH", help="write the rows here")
     args = p.parse_args(argv)
     if args.task == "all" and (args.sets or args.levels):
@@ -362,7 +375,8 @@ def main(argv=None) -> None:
             for level in args.levels or DEFAULT_LEVELS[task]:
                 t = time.perf_counter()
                 got = run_set(task, folder, level, runnable_peers(task, level, have_bm3d),
-                              max_images[task], args.max_side or None, loaded)
+                              max_images[task], args.max_side or None, loaded,
+                              noisy_8bit=args.noisy_8bit)
                 rows += got
                 times = ", ".join([f"ours {got[0]['ours_s_per_image']:.2f}"] + [
                     f"{r['peer']} {r['peer_s_per_image']:.2f}" for r in got
@@ -378,7 +392,8 @@ def main(argv=None) -> None:
         import torch
 
         meta = {"tasks": list(args.tasks), "max_images": max_images,
-                "max_side": args.max_side or None, "seed": 0, "device": "cpu",
+                "max_side": args.max_side or None, "noisy_8bit": args.noisy_8bit,
+                "seed": 0, "device": "cpu",
                 "precision": "fp32", "torch": torch.__version__, "numpy": np.__version__,
                 "bm3d": _version("bm3d") if have_bm3d and "denoise" in args.tasks else None,
                 "seconds": round(elapsed, 1)}

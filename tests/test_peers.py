@@ -144,6 +144,41 @@ def test_cbm3d_denoises_the_image_ours_gets(benchmarks, tmp_path):
     assert row["peer_psnr"] == pytest.approx(np.mean(expected), abs=1e-3)
 
 
+@pytest.mark.slow
+def test_noisy_8bit_gives_every_method_the_rounded_noisy_file(benchmarks, tmp_path):
+    """--noisy-8bit: the noisy image rounded and clipped to 8 bits, as a saved noisy file,
+    is what the identity row scores and (with bm3d) what CBM3D denoises."""
+    from restore.degrade import add_gaussian_noise
+    from restore.evaluate import list_images, read_image
+    from restore.metrics import psnr
+
+    require(benchmarks / "CBSD68" / "HR")
+    doc, stdout = run_peers(tmp_path, "--task", "denoise", "--levels", "50", "--max-images",
+                            "2", "--max-side", "48", "--noisy-8bit")
+    assert doc["meta"]["noisy_8bit"] is True
+    noisy, = rows_of(doc, set="CBSD68", sigma=50, peer="noisy input")
+    assert noisy["noisy"] == "8-bit" and noisy["protocol_psnr"] is None
+    assert "sigma 50, 8-bit noisy file" in stdout
+    rng = np.random.default_rng(0)
+    files, clean = [], []
+    for path in list_images(benchmarks / "CBSD68" / "HR")[:2]:
+        hr = crop(read_image(path), 48)
+        z = add_gaussian_noise(hr / 255.0, 50, rng)
+        files.append(np.clip(np.rint(z * 255.0), 0, 255).astype(np.uint8))
+        clean.append(hr)
+    assert noisy["peer_psnr"] == pytest.approx(
+        np.mean([psnr(f, c) for f, c in zip(files, clean)]), abs=1e-3)
+    assert noisy["ours_psnr"] > noisy["peer_psnr"] + 5
+    if HAVE_BM3D:
+        import bm3d
+
+        row, = rows_of(doc, set="CBSD68", sigma=50, peer="CBM3D")
+        outs = [np.round(np.clip(bm3d.bm3d_rgb(f / 255.0, 50 / 255.0), 0, 1) * 255
+                         ).astype(np.uint8) for f in files]
+        assert row["peer_psnr"] == pytest.approx(
+            np.mean([psnr(o, c) for o, c in zip(outs, clean)]), abs=1e-3)
+
+
 def test_levels_need_one_task():
     res = subprocess.run([sys.executable, str(SCRIPT), "--levels", "2"], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
