@@ -30,20 +30,40 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         keep_mode: int | None = stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:
         keep_mode = None
-    tmp = _create_beside(path)
-    if keep_mode is None:
-        # the mode os.open gave it (0666 less the umask); a writer that replaces the file
-        # by its own temporary (safetensors does, at 0600) must not change it
-        keep_mode = stat.S_IMODE(tmp.stat().st_mode)
+    tmp = None
     try:
+        with _signals_held():  # a Ctrl-C or SIGTERM lands once ``tmp`` is known
+            tmp = _create_beside(path)
+        if keep_mode is None:
+            # the mode os.open gave it (0666 less the umask); a writer that replaces the file
+            # by its own temporary (safetensors does, at 0600) must not change it
+            keep_mode = stat.S_IMODE(tmp.stat().st_mode)
         yield tmp
         _sync(tmp)
         os.chmod(tmp, keep_mode)
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with _signals_held(), contextlib.suppress(OSError):  # a second Ctrl-C waits
+                os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held back from this thread for the block (delivered at its end),
+    where the platform can (POSIX); elsewhere nothing changes."""
+    import signal
+
+    mask = getattr(signal, "pthread_sigmask", None)
+    if mask is None:
+        yield
+        return
+    previous = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        mask(signal.SIG_SETMASK, previous)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -7,8 +7,9 @@ connection, an error status, a web page instead of the file, too few or too many
 other content, a full disk, Ctrl-C) the temporary is removed, with the folders made for
 it, so nothing is left behind and a later run starts again from nothing (no resuming).
 A process killed outright (kill -9, a power cut) cannot remove its temporary: the next
-download of the same file removes any of its temporaries that nobody has written to for
-ten minutes (a live download writes at least once a TIMEOUT).
+download of the same file removes those of its temporaries that no live download holds
+(each holds an advisory lock on its own, which the system drops when the process dies;
+where there are no such locks, one unwritten for ten minutes counts as abandoned).
 
 The one module that opens URLs itself (restore.hub leaves that to huggingface_hub), with
 the standard library only: urllib's proxies (https_proxy, no_proxy), the system's
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,7 +33,8 @@ from .errors import ChecksumError, WeightsError, os_error_words
 
 BLOCK = 1 << 20  # bytes read, hashed and written at a time
 TIMEOUT = 60.0  # seconds without a byte from the server before giving up
-ABANDONED_S = 600.0  # a temporary unwritten this long belongs to a process that is gone
+ABANDONED_S = 600.0  # without file locks: a temporary unwritten this long is abandoned
+CREATED_S = 5.0  # with them: younger than this, it may be one just made and not locked yet
 # How an HTML page starts (after white space or a byte-order mark); no weights file does:
 # a zip (torch.save) starts with PK, a pickle with 0x80, safetensors with a header length.
 _HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<body")
@@ -118,7 +121,7 @@ def _placing(dest: Path) -> Iterator[Path]:
                 folder = folder.parent
             dest.parent.mkdir(parents=True, exist_ok=True)
             _remove_abandoned(dest)
-            with atomic_path(dest) as tmp:
+            with atomic_path(dest) as tmp, _held(tmp):
                 yield tmp
         except OSError as exc:  # the target's folder: the callers map their other errors
             raise WeightsError(f"cannot write into {dest.parent} "
@@ -130,18 +133,48 @@ def _placing(dest: Path) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def _held(tmp: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``tmp`` for the block: the mark of a live download."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): _remove_abandoned goes by age there
+        yield
+        return
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # drops the lock
+
+
 def _remove_abandoned(dest: Path) -> None:
-    """Remove the temporaries of ``dest`` (restore.atomic's hidden names) that no process
-    has written to for ABANDONED_S: those of a download that was killed outright. A
-    download under way in another process writes to its own at least once a TIMEOUT."""
+    """Remove the temporaries of ``dest`` (restore.atomic's names, ``.NAME.XXXXXXXX.tmp``)
+    that belong to a download killed outright: unlocked (see _held) and older than
+    CREATED_S, or, without file locks, unwritten for ABANDONED_S."""
     import glob
     import time
 
-    now = time.time()
-    for tmp in dest.parent.glob(f".{glob.escape(dest.name)}.*.tmp"):
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None
+    for tmp in dest.parent.glob(f".{glob.escape(dest.name)}.{'[0-9a-f]' * 8}.tmp"):
         with contextlib.suppress(OSError):  # gone already, or not ours to remove
-            if now - tmp.stat().st_mtime > ABANDONED_S:
+            age = time.time() - tmp.stat().st_mtime
+            if fcntl is None:
+                if age > ABANDONED_S:
+                    tmp.unlink()
+                continue
+            if age < CREATED_S:
+                continue
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: live
                 tmp.unlink()
+            finally:
+                os.close(fd)
 
 
 def _stream(read: Callable[[int], bytes], tmp: Path, *, sha256: str, size: int,

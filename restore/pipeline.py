@@ -453,7 +453,8 @@ def restore_files(jobs: Sequence[Job], restore_fn: Callable, model_channels: int
       that image, reported in its place; the run goes on (or stops with fail_fast).
     Memory: at most ``prefetch`` decoded inputs ahead, one image in the model, one being
     written. An interruption in the middle of the model (Ctrl-C) waits for the write under
-    way, which completes (atomically, as every write) without its Result being yielded.
+    way, which completes (atomically, as every write), yields its Result, and then raises
+    the KeyboardInterrupt: the caller counts every output that was written.
     It pays where the model runs on a GPU and leaves the CPU cores to the two threads; on
     a CPU the model and the threads share the cores, and benchmarks/folder.py measured no
     gain on 2 cores (there, overlap=False).
@@ -550,6 +551,11 @@ def _restore_overlapped(jobs, restore_fn, model_channels, opts, existing, before
         if writing is not None:
             res, writing = collect(), None
             yield res
+    except KeyboardInterrupt:
+        if writing is not None:  # the image before is being written: report it, then stop
+            res, writing = collect(), None
+            yield res
+        raise
     finally:
         # on an early stop: drop the reads not started, finish the ones under way (and a
         # write, which is atomic); the threads are gone when this returns

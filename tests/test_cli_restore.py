@@ -285,7 +285,7 @@ def test_a_signal_stops_a_folder_run_cleanly_and_skip_existing_goes_on(models, t
     assert "Traceback" not in err
     name = signal.Signals(sig).name
     last = err.strip().splitlines()[-1]
-    assert last.startswith(f"restore: error: {name}: stopped after ") and "of 60 image(s)" in last
+    assert last.startswith(f"restore: {name}: stopped after ") and "of 60 image(s)" in last
     assert "--skip-existing" in last
     written = sorted(out.iterdir())
     assert not [p for p in written if p.name.startswith(".")]  # no temporary file left behind

@@ -126,7 +126,8 @@ def test_exact_tiling_equals_the_whole_image(case):
     _assert_exact(model, x, tile)
 
 
-@pytest.mark.parametrize("name", ["swinir-iln x2 sharp", "hat-iln x2 sharp"])
+@pytest.mark.parametrize("name", ["swinir-iln x2 sharp", "hat-iln x2 sharp",
+                                  "drct-iln x2 sharp"])
 def test_the_sharp_models_do_leak_across_the_shift_mask(name):
     """The property test's sharp models must exercise the defect it guards: with the
     border crops reading their own halo (wrap off) exact tiling would not be exact."""

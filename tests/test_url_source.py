@@ -395,8 +395,10 @@ def test_ctrl_c_mid_download_leaves_nothing(env):
 
 def test_a_download_killed_outright_is_cleaned_up_by_the_next_one(env):
     """kill -9 leaves the temporary (nothing runs to remove it); the next download of the
-    same file removes it once it is ten minutes old, and leaves a fresh one (another
-    process's download under way) alone."""
+    same file removes it, since no live process holds it, and leaves alone one that a
+    download under way holds (here: this test, with the same lock), however old."""
+    import fcntl
+
     env.register("slow.sr-x2", "/stall")  # the same pinned file, so the same cache folder
     proc = subprocess.Popen(restore_exe() + ["models", "download", "slow.sr-x2"],
                             env=env.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -410,11 +412,17 @@ def test_a_download_killed_outright_is_cleaned_up_by_the_next_one(env):
         proc.kill()
         proc.communicate()
     (left,) = [p for p in env.files_in_cache() if p.name.endswith(".tmp")]
-    hour_ago = time.time() - 3600
-    os.utime(left, (hour_ago, hour_ago))
+    half_a_minute_ago = time.time() - 30  # the user runs it again a little later
+    os.utime(left, (half_a_minute_ago, half_a_minute_ago))
     live = left.with_name(f".{FILENAME}.0badf00d.tmp")
     live.write_bytes(b"being written")
-    res = env.run("models", "download", NAME)
+    os.utime(live, (time.time() - 3600,) * 2)
+    fd = os.open(live, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        res = env.run("models", "download", NAME)
+    finally:
+        os.close(fd)
     assert res.returncode == 0, res.stderr
     assert env.cached.read_bytes() == env.data
     assert not left.exists() and live.exists()

@@ -24,7 +24,7 @@ def _register() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (see the error table above)."""
-    from ..errors import RestoreError
+    from ..errors import Interrupted, RestoreError
 
     _register()
     try:
@@ -33,8 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if code == 130:  # Typer turns a KeyboardInterrupt outside our handlers into a bare 130
-            print("restore: interrupted", file=sys.stderr)
+            print(("\n" if sys.stderr.isatty() else "") + "restore: interrupted", file=sys.stderr)
         return code
+    except Interrupted as exc:  # a stop the user asked for, not an error
+        # the terminal echoed "^C" without a newline
+        print(("\n" if sys.stderr.isatty() else "") + f"restore: {exc}", file=sys.stderr)
+        return error_exit_code(exc)
     except RestoreError as exc:
         if os.environ.get("RESTORE_DEBUG"):
             raise

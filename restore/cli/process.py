@@ -149,10 +149,12 @@ class _Terminated(KeyboardInterrupt):
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """For the block, SIGTERM (a batch scheduler's stop, ``kill``) raises _Terminated in the
-    main thread; elsewhere (no signal handlers there) nothing changes."""
+    main thread. Nothing changes outside the main thread (no signal handlers there) or where
+    SIGTERM is ignored (``nohup``-style launchers ask for that)."""
     import threading
 
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
         yield
         return
 
@@ -163,7 +165,8 @@ def _sigterm_as_interrupt():
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # None: a handler set outside Python, which cannot be put back; the default then
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _parse_tile(value: str) -> int:
@@ -366,10 +369,13 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (_sigterm_as_interrupt)
         bar.close()
         signum = getattr(exc, "signum", signal.SIGINT)
-        again = "--skip-existing" + (" in place of --overwrite" if common.overwrite else "")
+        # with --overwrite, the outputs not reached are still the earlier ones: skipping
+        # existing outputs would keep them
+        again = ("the outputs not reached yet are the earlier ones: the same command redoes "
+                 "them all" if common.overwrite else
+                 "the same command with --skip-existing does the rest")
         raise Interrupted(f"{signal.Signals(signum).name}: stopped after {done} of {len(jobs)} "
-                          f"image(s), every output written whole; the same command with "
-                          f"{again} does the rest", signum) from None
+                          f"image(s), every output written whole; {again}", signum) from None
     bar.close()
     if failed:
         _say(common, f"restore: {failed} of {len(jobs)} file(s) failed")
