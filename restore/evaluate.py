@@ -476,15 +476,18 @@ def _quantized(img: np.ndarray) -> np.ndarray:
 def evaluate_folder(protocol: Protocol, folder: str | os.PathLike, method: Method, *,
                     lq_folder: str | os.PathLike | None = None,
                     save_dir: str | os.PathLike | None = None,
-                    on_image: Callable[[ImageScore], None] | None = None) -> SetResult:
-    """Evaluate ``method`` on every ground-truth image in ``folder`` (sorted by name).
+                    on_image: Callable[[ImageScore], None] | None = None,
+                    max_images: int | None = None) -> SetResult:
+    """Evaluate ``method`` on every ground-truth image in ``folder`` (sorted by name), or on
+    the first ``max_images`` of them (their noise is the full set's: one generator per set,
+    drawn in file order).
 
     ``lq_folder``: use these degraded inputs (matched by name) instead of degrading; their
     size must be the (mod-cropped) target's divided by the scale. ``save_dir``: write each
     restored image as ``save_dir/<dataset>/<stem>.png`` (uint8). ``on_image`` is called after
     each image (progress). Returns the per-image scores and the set means.
     """
-    files = list_images(folder)
+    files = list_images(folder)[:max_images or None]
     name = dataset_name(folder)
     scale = protocol.scale if protocol.task is Task.SR else 1
     lq_files = _match_lq(files, Path(lq_folder), scale) if lq_folder is not None else None

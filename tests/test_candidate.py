@@ -1,0 +1,80 @@
+"""benchmarks/candidate.py, run as the campaign runs it (a subprocess), on one image a set.
+
+What matters: the candidate is scored as `restore eval` scores it, beside the registered
+model, and the verdict follows the rule: ship only when better on the validation set and
+worse on no figure.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from restore.checkpoint import load_model, save_model
+from shared_paths import BENCHMARKS, REPO, require
+
+SCRIPT = REPO / "benchmarks" / "candidate.py"
+SHIPPED = REPO / "restore" / "models" / "swinir-iln-t.sr-x2.safetensors"
+
+
+def candidate(tmp_path, name: str, model: str, file, *args: str) -> tuple[dict, str]:
+    out = tmp_path / f"{name}.json"
+    res = subprocess.run([sys.executable, str(SCRIPT), model, str(file), "--max-images", "1",
+                          "--measure-registered", "--jobs", "2", *args, "--json", str(out)],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    return json.loads(out.read_text()), res.stdout
+
+
+@pytest.fixture(scope="module")
+def worse(tmp_path_factory):
+    """The shipped x2 model with every weight nudged: a real, worse checkpoint."""
+    model = load_model(SHIPPED)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.002 * torch.randn(p.shape, generator=g))
+    return save_model(model, tmp_path_factory.mktemp("worse") / "worse.safetensors")
+
+
+@pytest.mark.slow
+def test_the_same_model_is_a_tie_and_is_kept(tmp_path):
+    require(BENCHMARKS / "Set5" / "HR")
+    doc, stdout = candidate(tmp_path, "same", "swinir-iln-t.sr-x2", SHIPPED, "--keys", "Set5")
+    (row,) = doc["rows"]
+    assert row["n"] == 1 and row["diff"] == 0.0
+    assert doc["verdict"] == "keep: not better on the validation set Set5"
+    assert stdout.splitlines()[-1] == f"verdict: {doc['verdict']}"
+
+
+@pytest.mark.slow
+def test_a_worse_candidate_is_kept_out_and_a_better_one_shipped(tmp_path, worse,
+                                                               isolated_user_dirs):
+    from restore.evaluate import Protocol, evaluate_folder, load_method
+    from restore.tasks import Task
+
+    require(BENCHMARKS / "Set14" / "HR")
+    doc, _ = candidate(tmp_path, "worse", "swinir-iln-t.sr-x2", worse, "--keys", "Set5,Set14")
+    assert doc["verdict"].startswith("keep: worse on Set5 (")
+    # the candidate's figure is restore eval's on the same image
+    expected = evaluate_folder(Protocol.make("sr", scale=2), BENCHMARKS / "Set5" / "HR",
+                               load_method(str(worse), Task.SR), max_images=1).psnr
+    assert doc["rows"][0]["candidate"] == pytest.approx(expected, abs=1e-9)
+
+    # the worse model registered (the user registry), the shipped one as its candidate
+    imp = subprocess.run([sys.executable, "-m", "restore", "models", "import", str(worse),
+                          "--name", "worse.sr-x2"], capture_output=True, text=True, cwd=REPO)
+    assert imp.returncode == 0, imp.stderr
+    doc, stdout = candidate(tmp_path, "better", "worse.sr-x2", SHIPPED, "--keys", "Set5,Set14")
+    assert doc["verdict"].startswith("ship: better on Set5 (+")
+    assert "psnr = { Set5 = " in stdout
+
+
+def test_figures_of_the_whole_sets_are_not_compared_with_a_subset(tmp_path):
+    res = subprocess.run([sys.executable, str(SCRIPT), "swinir-iln-t.sr-x2", str(SHIPPED),
+                          "--max-images", "2"], capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 2 and "--measure-registered" in res.stderr
