@@ -88,6 +88,25 @@ def _evaluate(job: tuple[str, str, str, int, int | None]) -> dict:
             "psnr": res.psnr, "psnr_y": res.psnr_y, "seconds": time.perf_counter() - t}
 
 
+def check_fits(candidate: Path, spec) -> None:
+    """SystemExit unless the candidate file could stand in for the entry: the same task (where
+    the file declares one), scale and input channels."""
+    from restore.errors import RestoreError
+    from restore.loader import fit_for, load
+
+    try:
+        loaded = load(str(candidate))
+        declared, lm = loaded.task, fit_for(loaded, spec.task, spec.scale)
+    except RestoreError as exc:
+        raise SystemExit(f"candidate.py: {candidate}: {exc}") from None
+    if declared is not None and declared is not spec.task:
+        raise SystemExit(f"candidate.py: {candidate} is a {declared.value} model, "
+                         f"{spec.name} a {spec.task.value} one")
+    if lm.in_chans != spec.config.get("in_chans", 3):
+        raise SystemExit(f"candidate.py: {candidate} takes {lm.in_chans} channel(s), "
+                         f"{spec.name} {spec.config.get('in_chans', 3)}")
+
+
 def verdict(rows: list[dict], val: str) -> str:
     worse = [r for r in rows if r["diff"] < -r["tie"]]
     better_val = [r for r in rows if r["set"] == val and r["diff"] > r["tie"]]
@@ -141,12 +160,14 @@ def main(argv=None) -> int:
     if missing and not args.measure_registered:
         raise SystemExit(f"candidate.py: {args.name} registers no {', '.join(missing)}: "
                          "add --measure-registered")
-    val = args.val or keys[0].set
+    entry_first = next(iter(spec.psnr), None)
+    val = args.val or (parse_key(entry_first, task, spec.scale) if entry_first else keys[0]).set
     if val not in {k.set for k in keys}:
         raise SystemExit(f"candidate.py: --val {val}: not among the sets measured")
     for k in keys:
         if not set_folder(k.set).is_dir():
             raise SystemExit(f"candidate.py: {k.set}: no folder {set_folder(k.set)}")
+    check_fits(args.candidate, spec)
 
     runs = list(dict.fromkeys((k.set, k.level) for k in keys))  # in the keys' order
     models = [str(args.candidate)] + ([args.name] if args.measure_registered else [])
@@ -155,10 +176,13 @@ def main(argv=None) -> int:
     results = {}
     with ProcessPoolExecutor(max_workers=min(args.jobs, len(jobs)),
                              mp_context=get_context("spawn")) as pool:
-        for res in pool.map(_evaluate, jobs):
-            results[(res["model"], res["set"], res["level"])] = res
-            print(f"{res['model']} {res['set']} level {res['level']}: {res['n']} images, "
-                  f"{res['seconds']:.0f} s", file=sys.stderr, flush=True)
+        try:
+            for res in pool.map(_evaluate, jobs):
+                results[(res["model"], res["set"], res["level"])] = res
+                print(f"{res['model']} {res['set']} level {res['level']}: {res['n']} images, "
+                      f"{res['seconds']:.0f} s", file=sys.stderr, flush=True)
+        except RestoreError as exc:
+            raise SystemExit(f"candidate.py: {exc}") from None
 
     rows = []
     for k in keys:
@@ -171,7 +195,8 @@ def main(argv=None) -> int:
         rows.append({"key": k.text, "set": k.set, "level": k.level, "registered": reg,
                      "candidate": cand, "diff": cand - reg, "tie": tie,
                      "n": results[(str(args.candidate), k.set, k.level)]["n"]})
-    say = verdict(rows, val)
+    say = verdict(rows, val) + (f" (first {args.max_images} image(s) of each set)"
+                                if args.max_images else "")
     print(f"| figure | n | {args.name} | candidate | difference |")
     print("|---|---:|---:|---:|---:|")
     for r in rows:

@@ -7,6 +7,7 @@ worse on no figure.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -19,6 +20,10 @@ from shared_paths import BENCHMARKS, REPO, require
 
 SCRIPT = REPO / "benchmarks" / "candidate.py"
 SHIPPED = REPO / "restore" / "models" / "swinir-iln-t.sr-x2.safetensors"
+_spec = importlib.util.spec_from_file_location("candidate", SCRIPT)
+cand = importlib.util.module_from_spec(_spec)
+sys.modules["candidate"] = cand  # (its dataclass looks itself up there)
+_spec.loader.exec_module(cand)
 
 
 def candidate(tmp_path, name: str, model: str, file, *args: str) -> tuple[dict, str]:
@@ -42,12 +47,13 @@ def worse(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_the_same_model_is_a_tie_and_is_kept(tmp_path):
+def test_the_same_model_is_a_tie_and_is_kept(tmp_path, isolated_user_dirs):
     require(BENCHMARKS / "Set5" / "HR")
     doc, stdout = candidate(tmp_path, "same", "swinir-iln-t.sr-x2", SHIPPED, "--keys", "Set5")
     (row,) = doc["rows"]
     assert row["n"] == 1 and row["diff"] == 0.0
-    assert doc["verdict"] == "keep: not better on the validation set Set5"
+    assert doc["verdict"] == ("keep: not better on the validation set Set5 (first 1 image(s) "
+                              "of each set)")
     assert stdout.splitlines()[-1] == f"verdict: {doc['verdict']}"
 
 
@@ -78,3 +84,47 @@ def test_figures_of_the_whole_sets_are_not_compared_with_a_subset(tmp_path):
     res = subprocess.run([sys.executable, str(SCRIPT), "swinir-iln-t.sr-x2", str(SHIPPED),
                           "--max-images", "2"], capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 2 and "--measure-registered" in res.stderr
+
+
+def test_every_figure_of_the_shipped_entries_parses(isolated_user_dirs):
+    from restore import registry
+
+    seen = {}
+    for spec in registry.load_registry().models.values():
+        if not spec.name.startswith("swinir-iln-t."):  # the ones we train and ship
+            continue
+        for text in spec.psnr:
+            k = cand.parse_key(text, spec.task.value, spec.scale)
+            seen[text] = (k.set, k.level, k.y)
+            assert cand.set_folder(k.set).name in ("HR", k.set)
+    assert seen["Set5"][1] in (2, 3, 4)
+    assert seen["CBSD68-s25"] == ("CBSD68", 25, False)
+    assert seen["LIVE1-Y-q10"] == ("LIVE1", 10, True)
+    assert seen["LIVE1_gray-q45"] == ("LIVE1_gray", 45, False)
+    for text, task in (("Set5-Y", "sr"), ("CBSD68-q10", "denoise"), ("LIVE1", "jpeg"),
+                       ("Set5-s15", "sr")):
+        with pytest.raises(SystemExit, match="is not a"):
+            cand.parse_key(text, task, 2)
+
+
+def test_registered_figures_tie_within_their_rounding():
+    def rows(*diffs):
+        return [{"key": f"K{i}", "set": "V" if i == 0 else "O", "diff": d,
+                 "tie": cand.ROUNDING} for i, d in enumerate(diffs)]
+
+    assert cand.verdict(rows(0.004, 0.0), "V").startswith("keep: not better")
+    assert cand.verdict(rows(0.006, -0.004), "V").startswith("ship: better on K0 (+0.006)")
+    assert cand.verdict(rows(0.02, -0.006), "V") == "keep: worse on K1 (-0.006)"
+    assert cand.verdict(rows(0.0, 0.05), "V").startswith("keep: not better")  # not on V
+
+
+def test_a_candidate_that_does_not_fit_the_entry_is_one_line(tmp_path):
+    x4 = REPO / "restore" / "models" / "swinir-iln-t.sr-x4.safetensors"
+    res = subprocess.run([sys.executable, str(SCRIPT), "swinir-iln-t.sr-x2", str(x4)],
+                         capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert res.stderr.strip().startswith("candidate.py: ") and "not x2" in res.stderr
+    gray = REPO / "restore" / "models" / "swinir-iln-t.jpeg-gray.safetensors"
+    res = subprocess.run([sys.executable, str(SCRIPT), "swinir-iln-t.jpeg", str(gray)],
+                         capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 1 and "channel(s)" in res.stderr
