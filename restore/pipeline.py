@@ -165,11 +165,14 @@ def plan_jobs(files: Sequence[tuple[Path, Path | None]], output: Path | None, su
               fmt: OutputFormat, check: bool = True) -> list[Job]:
     """Output path of every input.
 
-    output None: beside each input, ``name{suffix}.ext``. output a file path (an image
+    output None: beside each input, ``name{suffix}.ext`` (with ``fmt`` same, ext is the
+    input's, or .png for an input in a format restore does not write, such as GIF). output a file path (an image
     suffix, not an existing folder): exactly that file, for exactly one input file.
     Otherwise a folder: inputs from a folder keep their sub-folder tree under it, single
     files go to its top. check: refuse collisions and outputs that are inputs.
     """
+    from .io import FORMATS
+
     single_file = output is not None and _looks_like_file(output, files)
     if single_file and check and (len(files) != 1 or files[0][1] is not None):
         raise UsageError(f"-o {output}: a file name takes exactly one input file; give a "
@@ -178,7 +181,7 @@ def plan_jobs(files: Sequence[tuple[Path, Path | None]], output: Path | None, su
     seen: dict[Path, Path] = {}
     for src, root in files:
         ext = src.suffix if fmt is OutputFormat.SAME else FORMAT_SUFFIX[fmt]
-        if not ext:
+        if ext.lower() not in FORMATS:  # none, or one restore reads but cannot write (.gif)
             ext = ".png"
         name = f"{src.stem}{suffix}{ext}"
         if single_file:

@@ -302,6 +302,19 @@ def test_a_signal_stops_a_folder_run_cleanly_and_skip_existing_goes_on(models, t
     assert len(list(out.iterdir())) == 60
 
 
+def test_a_gif_given_by_name_comes_out_as_png_with_a_frames_warning(models, tmp_path):
+    src = tmp_path / "anim.gif"
+    frames = [Image.fromarray(_rgb(24, 32, i)).convert("P") for i in range(2)]
+    frames[0].save(src, save_all=True, append_images=frames[1:])
+    res = run("denoise", "--sigma", 10, src, "--model", models["dn"])
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "anim_denoise.png"  # restore writes no GIF: the format, not an error
+    assert res.stdout.strip() == str(out)
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.size == (32, 24) and im.mode == "RGB"
+    assert "anim.gif: warning: animated (2 frames): only the first frame is restored" in res.stderr
+
+
 def test_inputs_are_never_overwritten(models, tmp_path):
     src = tmp_path / "a.png"
     Image.fromarray(_rgb(16, 16)).save(src)

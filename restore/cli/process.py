@@ -28,7 +28,8 @@ Output = Annotated[Optional[Path], typer.Option(
 Suffix = Annotated[Optional[str], typer.Option(
     help="Appended to output file names (default: _x2/_x3/_x4, _denoise, _jpeg). '' for none.")]
 Format = Annotated[str, typer.Option(
-    "--format", help="Output format: same, png, jpg, webp or tiff.")]
+    "--format", help="Output format: same, png, jpg, webp or tiff (same: the input's, or png "
+                     "for inputs in other formats, such as GIF).")]
 OutQuality = Annotated[int, typer.Option(
     "--output-quality", min=1, max=100, help="Quality of lossy output (jpg, webp).")]
 Recursive = Annotated[bool, typer.Option("--recursive/--no-recursive",
