@@ -151,7 +151,7 @@ class _Terminated(KeyboardInterrupt):
 def _sigterm_as_interrupt():
     """For the block, SIGTERM (a batch scheduler's stop, ``kill``) raises _Terminated in the
     main thread. Nothing changes outside the main thread (no signal handlers there) or where
-    SIGTERM is ignored (``nohup``-style launchers ask for that)."""
+    SIGTERM is ignored (whoever started the process asked for that)."""
     import threading
 
     if threading.current_thread() is not threading.main_thread() or \
