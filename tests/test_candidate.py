@@ -69,7 +69,8 @@ def test_a_worse_candidate_is_kept_out_and_a_better_one_shipped(tmp_path, worse,
     # the candidate's figure is restore eval's on the same image
     expected = evaluate_folder(Protocol.make("sr", scale=2), BENCHMARKS / "Set5" / "HR",
                                load_method(str(worse), Task.SR), max_images=1).psnr
-    assert doc["rows"][0]["candidate"] == pytest.approx(expected, abs=1e-9)
+    # (1e-5: the worker runs one thread, this process several: float sums in another order)
+    assert doc["rows"][0]["candidate"] == pytest.approx(expected, abs=1e-5)
 
     # the worse model registered (the user registry), the shipped one as its candidate
     imp = subprocess.run([sys.executable, "-m", "restore", "models", "import", str(worse),
