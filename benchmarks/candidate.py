@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import time
@@ -34,7 +33,9 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # (imported, spawned: peers beside it)
+from peers import LEVEL_KEY, set_folder  # noqa: E402  (the benchmark sets: one home)
+
 KEY_RE = re.compile(r"^(?P<set>.+?)(?P<y>-Y)?(?:-(?P<kind>[sq])(?P<level>\d+))?$")
 ROUNDING = 0.005  # registered figures are rounded to 0.01 dB
 MEASURED = 1e-4   # both measured here: only float noise is a tie
@@ -61,14 +62,6 @@ def parse_key(text: str, task: str, scale: int) -> Key:
     return Key(text, m.group("set"), level, bool(m.group("y")))
 
 
-def set_folder(name: str) -> Path:
-    """A set name under the shared benchmarks ($RESTORE_SHARED/data/benchmarks, else
-    ../shared beside the checkout), its HR folder."""
-    root = Path(os.environ.get("RESTORE_SHARED", REPO.parent / "shared")) / "data" / "benchmarks"
-    path = root / name
-    return path / "HR" if (path / "HR").is_dir() else path
-
-
 def _evaluate(job: tuple[str, str, str, int, int | None]) -> dict:
     """One `restore eval` run in a worker: (model, task, set, level, max_images) -> the
     set's mean PSNR (and Y-PSNR where there is one)."""
@@ -79,8 +72,7 @@ def _evaluate(job: tuple[str, str, str, int, int | None]) -> dict:
     from restore.tasks import Task
 
     model, task, set_name, level, max_images = job
-    key = {"sr": "scale", "denoise": "sigma", "jpeg": "quality"}[task]
-    protocol = Protocol.make(task, **{key: level})
+    protocol = Protocol.make(task, **{LEVEL_KEY[task]: level})
     t = time.perf_counter()
     res = evaluate_folder(protocol, set_folder(set_name), load_method(model, Task(task)),
                           max_images=max_images)

@@ -29,6 +29,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .atomic import atomic_path
+
+try:
+    import fcntl  # advisory locks: the mark of a live download (_held)
+except ImportError:  # Windows: _remove_abandoned goes by age there
+    fcntl = None
 from .errors import ChecksumError, WeightsError, os_error_words
 
 BLOCK = 1 << 20  # bytes read, hashed and written at a time
@@ -136,9 +141,7 @@ def _placing(dest: Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def _held(tmp: Path) -> Iterator[None]:
     """An exclusive advisory lock on ``tmp`` for the block: the mark of a live download."""
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): _remove_abandoned goes by age there
+    if fcntl is None:
         yield
         return
     fd = os.open(tmp, os.O_RDONLY)
@@ -156,10 +159,6 @@ def _remove_abandoned(dest: Path) -> None:
     import glob
     import time
 
-    try:
-        import fcntl
-    except ImportError:
-        fcntl = None
     for tmp in dest.parent.glob(f".{glob.escape(dest.name)}.{'[0-9a-f]' * 8}.tmp"):
         with contextlib.suppress(OSError):  # gone already, or not ours to remove
             age = time.time() - tmp.stat().st_mtime

@@ -166,8 +166,9 @@ def plan_jobs(files: Sequence[tuple[Path, Path | None]], output: Path | None, su
     """Output path of every input.
 
     output None: beside each input, ``name{suffix}.ext`` (with ``fmt`` same, ext is the
-    input's, or .png for an input in a format restore does not write, such as GIF). output a file path (an image
-    suffix, not an existing folder): exactly that file, for exactly one input file.
+    input's, or .png for an input in a format restore does not write, such as GIF). output
+    a file path (an image suffix, not an existing folder): exactly that file, for exactly
+    one input file.
     Otherwise a folder: inputs from a folder keep their sub-folder tree under it, single
     files go to its top. check: refuse collisions and outputs that are inputs.
     """

@@ -33,11 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if code == 130:  # Typer turns a KeyboardInterrupt outside our handlers into a bare 130
-            print(("\n" if sys.stderr.isatty() else "") + "restore: interrupted", file=sys.stderr)
+            _after_ctrl_c("restore: interrupted")
         return code
     except Interrupted as exc:  # a stop the user asked for, not an error
-        # the terminal echoed "^C" without a newline
-        print(("\n" if sys.stderr.isatty() else "") + f"restore: {exc}", file=sys.stderr)
+        _after_ctrl_c(f"restore: {exc}")
         return error_exit_code(exc)
     except RestoreError as exc:
         if os.environ.get("RESTORE_DEBUG"):
@@ -48,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         print("restore: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _after_ctrl_c(line: str) -> None:
+    """``line`` on stderr, on a line of its own after the "^C" a terminal echoes."""
+    print(("\n" if sys.stderr.isatty() else "") + line, file=sys.stderr)
 
 
 def run() -> None:
