@@ -350,19 +350,23 @@ def test_wrong_model_for_the_task_is_a_usage_error(models, tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_shards_a_folder_across_processes(models, tmp_path):
+    n = 40
     src = tmp_path / "many"
     src.mkdir()
-    for i in range(5):
-        Image.fromarray(_rgb(16, 16, i)).save(src / f"img{i}.png")
+    for i in range(n):
+        Image.fromarray(_rgb(8, 8, i)).save(src / f"img{i}.png")
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
            "--master-port", "29517", "-m", "restore", "sr", "x2", str(src), "-o", str(out),
            "--model", str(models["sr"]), "-q"]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    # unbuffered, as CI runners and docker images often set it: each rank's result line must
+    # still reach the shared pipe in one write, or two ranks' paths run together on a line
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
-    written = sorted(res.stdout.split())
-    assert written == sorted(str(out / f"img{i}_x2.png") for i in range(5))  # each exactly once
-    assert sorted(p.name for p in out.iterdir()) == [f"img{i}_x2.png" for i in range(5)]
+    written = sorted(res.stdout.splitlines())
+    assert written == sorted(str(out / f"img{i}_x2.png") for i in range(n))  # each exactly once
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"img{i}_x2.png" for i in range(n))
 
 
 def test_rerun_over_a_folder_ignores_earlier_outputs(models, tmp_path):
@@ -530,3 +534,29 @@ def test_exact_tiling_through_a_scratch_file_from_the_command_line(tmp_path):
     res = run("sr", "x2", tmp_path / "a.png", "--exact-memory", "lots")
     assert res.returncode == 2 and res.stderr.strip().splitlines()[-1] == \
         "restore: error: --exact-memory 'lots' is not a size (e.g. 2G, 800M)"
+
+
+def test_a_result_line_reaches_an_unbuffered_stdout_in_one_write(monkeypatch):
+    # what python -u / PYTHONUNBUFFERED makes of stdout: every write goes straight to the
+    # file; print would send the path and its newline as two writes, which another rank on
+    # the same pipe can split
+    import io
+
+    from restore.cli.process import _emit
+
+    class Recorder(io.RawIOBase):
+        def __init__(self):
+            self.writes = []
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            self.writes.append(bytes(b))
+            return len(b)
+
+    raw = Recorder()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding="utf-8", write_through=True))
+    _emit("/out/img0_x2.png")
+    _emit('{"status": "ok"}')
+    assert raw.writes == [b"/out/img0_x2.png\n", b'{"status": "ok"}\n']

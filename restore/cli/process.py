@@ -147,6 +147,14 @@ class _Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
+def _emit(line: str) -> None:
+    """One result line on stdout in one write: under torchrun several processes share the
+    pipe unbuffered (PYTHONUNBUFFERED), and print's separate write of the newline let two
+    ranks' paths run together on one line."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """For the block, SIGTERM (a batch scheduler's stop, ``kill``) raises _Terminated in the
@@ -349,8 +357,8 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
                 for w in res.warnings:
                     progress.write(f"{job.source}: warning: {w}")
                 if res.status in ("failed", "skipped") and common.json:
-                    print(json.dumps({"input": str(job.source), "output": None,
-                                      "status": res.status, "reason": res.reason}), flush=True)
+                    _emit(json.dumps({"input": str(job.source), "output": None,
+                                      "status": res.status, "reason": res.reason}))
                 if res.status == "failed":
                     failed += 1
                     reason = res.reason.removeprefix(f"{job.source}: ")
@@ -361,12 +369,12 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
                         progress.write(f"{job.source}: skipped: {res.reason}")
                     continue
                 if common.json:
-                    print(json.dumps({"input": str(job.source), "output": str(job.target),
+                    _emit(json.dumps({"input": str(job.source), "output": str(job.target),
                                       "status": "ok", "task": task.value, "model": lm.name,  # info's wins (several)
                                       "device": str(device), "precision": precision.value,
-                                      "seconds": round(res.seconds, 3), **res.info}), flush=True)
+                                      "seconds": round(res.seconds, 3), **res.info}))
                 else:
-                    print(job.target, flush=True)
+                    _emit(str(job.target))
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (_sigterm_as_interrupt)
         bar.close()
         signum = getattr(exc, "signum", signal.SIGINT)
