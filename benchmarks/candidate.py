@@ -18,7 +18,8 @@ not list).
 The rule (the quality campaign's): ship when the candidate is better on the validation
 set (--val; default: the set of the entry's first key, the set each training config
 validates on) at some level and worse on no figure. The verdict is the last line of the
-table; the candidate's figures also come as a ``psnr = { ... }`` line for weights.toml.
+table; the candidate's figures also come as a ``psnr = { ... }`` line for weights.toml,
+and its SSIM (same channel) on the line after, for the README's model table.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def parse_key(text: str, task: str, scale: int) -> Key:
 
 def _evaluate(job: tuple[str, str, str, int, int | None]) -> dict:
     """One `restore eval` run in a worker: (model, task, set, level, max_images) -> the
-    set's mean PSNR (and Y-PSNR where there is one)."""
+    set's mean PSNR and SSIM (and Y-PSNR and Y-SSIM where there are)."""
     import torch
 
     torch.set_num_threads(1)
@@ -77,7 +78,8 @@ def _evaluate(job: tuple[str, str, str, int, int | None]) -> dict:
     res = evaluate_folder(protocol, set_folder(set_name), load_method(model, Task(task)),
                           max_images=max_images)
     return {"model": model, "set": set_name, "level": level, "n": len(res.images),
-            "psnr": res.psnr, "psnr_y": res.psnr_y, "seconds": time.perf_counter() - t}
+            "psnr": res.psnr, "psnr_y": res.psnr_y, "ssim": res.ssim, "ssim_y": res.ssim_y,
+            "seconds": time.perf_counter() - t}
 
 
 def check_fits(candidate: Path, spec) -> None:
@@ -179,22 +181,26 @@ def main(argv=None) -> int:
     rows = []
     for k in keys:
         field = "psnr_y" if k.y else "psnr"
-        cand = results[(str(args.candidate), k.set, k.level)][field]
+        mine = results[(str(args.candidate), k.set, k.level)]
+        cand = mine[field]
         if args.measure_registered:
             reg, tie = results[(args.name, k.set, k.level)][field], MEASURED
         else:
             reg, tie = spec.psnr[k.text], ROUNDING
         rows.append({"key": k.text, "set": k.set, "level": k.level, "registered": reg,
-                     "candidate": cand, "diff": cand - reg, "tie": tie,
-                     "n": results[(str(args.candidate), k.set, k.level)]["n"]})
+                     "candidate": cand, "diff": cand - reg, "tie": tie, "n": mine["n"],
+                     "candidate_ssim": mine["ssim_y" if k.y else "ssim"]})
     say = verdict(rows, val) + (f" (first {args.max_images} image(s) of each set)"
                                 if args.max_images else "")
-    print(f"| figure | n | {args.name} | candidate | difference |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"| figure | n | {args.name} | candidate | difference | candidate SSIM |")
+    print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['key']}{' (validation)' if r['set'] == val else ''} | {r['n']} | "
-              f"{r['registered']:.4f} | {r['candidate']:.4f} | {r['diff']:+.4f} |")
+              f"{r['registered']:.4f} | {r['candidate']:.4f} | {r['diff']:+.4f} | "
+              f"{r['candidate_ssim']:.4f} |")
     print("psnr = { " + ", ".join(f"{r['key']} = {r['candidate']:.2f}" for r in rows) + " }")
+    print("ssim (the candidate's, for the README) = { "
+          + ", ".join(f"{r['key']} = {r['candidate_ssim']:.4f}" for r in rows) + " }")
     print(f"verdict: {say}")
     print(f"elapsed {time.perf_counter() - start:.1f} s", file=sys.stderr)
     if args.json:

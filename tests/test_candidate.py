@@ -68,9 +68,10 @@ def test_a_worse_candidate_is_kept_out_and_a_better_one_shipped(tmp_path, worse,
     assert doc["verdict"].startswith("keep: worse on Set5 (")
     # the candidate's figure is restore eval's on the same image
     expected = evaluate_folder(Protocol.make("sr", scale=2), BENCHMARKS / "Set5" / "HR",
-                               load_method(str(worse), Task.SR), max_images=1).psnr
+                               load_method(str(worse), Task.SR), max_images=1)
     # (1e-5: the worker runs one thread, this process several: float sums in another order)
-    assert doc["rows"][0]["candidate"] == pytest.approx(expected, abs=1e-5)
+    assert doc["rows"][0]["candidate"] == pytest.approx(expected.psnr, abs=1e-5)
+    assert doc["rows"][0]["candidate_ssim"] == pytest.approx(expected.ssim, abs=1e-6)
 
     # the worse model registered (the user registry), the shipped one as its candidate
     imp = subprocess.run([sys.executable, "-m", "restore", "models", "import", str(worse),
@@ -79,6 +80,8 @@ def test_a_worse_candidate_is_kept_out_and_a_better_one_shipped(tmp_path, worse,
     doc, stdout = candidate(tmp_path, "better", "worse.sr-x2", SHIPPED, "--keys", "Set5,Set14")
     assert doc["verdict"].startswith("ship: better on Set5 (+")
     assert "psnr = { Set5 = " in stdout
+    ssim = f"{doc['rows'][0]['candidate_ssim']:.4f}"
+    assert f"ssim (the candidate's, for the README) = {{ Set5 = {ssim}, Set14 = " in stdout
 
 
 def test_figures_of_the_whole_sets_are_not_compared_with_a_subset(tmp_path):
