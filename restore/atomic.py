@@ -51,19 +51,31 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM held back from this thread for the block (delivered at its end),
-    where the platform can (POSIX); elsewhere nothing changes."""
+    """SIGINT and SIGTERM deferred to the end of the block: each one that comes meanwhile
+    goes to its handler (KeyboardInterrupt, restore's SIGTERM one, the default) as the
+    block ends. Python runs signal handlers in the main thread only, so there the handlers
+    are swapped for the block; in any other thread nothing can interrupt the block. (A
+    thread's signal mask would not do: the kernel hands a process signal to another thread,
+    torch's or the reader's, and Python still raises in the main thread.)"""
     import signal
+    import threading
 
-    mask = getattr(signal, "pthread_sigmask", None)
-    if mask is None:
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = mask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    came: list[int] = []
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(sig)
+        if handler not in (signal.SIG_IGN, None):  # None: set outside Python, left alone
+            previous[sig] = signal.signal(sig, lambda signum, _frame: came.append(signum))
     try:
         yield
     finally:
-        mask(signal.SIG_SETMASK, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(came):
+            signal.raise_signal(sig)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

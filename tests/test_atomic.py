@@ -74,3 +74,42 @@ def test_a_missing_folder_is_an_os_error_and_creates_nothing(tmp_path):
     with pytest.raises(OSError):
         write_bytes(tmp_path / "no" / "a.bin", b"x")
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "kill") or os.name == "nt", reason="POSIX signals")
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_to_the_process_waits_for_the_end_of_a_held_block(signame):
+    # a real signal to the whole process while another thread lives (as torch's and the
+    # reader's do in restore): the kernel may hand it to that thread, and Python raises in
+    # the main thread all the same; it must come after the block, not inside it
+    import signal
+    import threading
+    import time
+
+    from restore.atomic import _signals_held
+
+    sig = getattr(signal, signame)
+
+    class Came(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Came(signum)
+
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    previous = signal.signal(sig, handler)
+    steps = []
+    try:
+        with pytest.raises(Came):
+            with _signals_held():
+                os.kill(os.getpid(), sig)
+                time.sleep(0.2)  # time enough for it to land, were it not held
+                steps.append("block ended")
+        assert steps == ["block ended"]
+        assert signal.getsignal(sig) is handler  # the handler is back
+    finally:
+        signal.signal(sig, previous)
+        stop.set()
+        other.join()
