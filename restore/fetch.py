@@ -31,7 +31,7 @@ from pathlib import Path
 from .atomic import atomic_path
 
 try:
-    import fcntl  # advisory locks: the mark of a live download (_held)
+    import fcntl  # advisory locks: the mark of a live download (_hold)
 except ImportError:  # Windows: _remove_abandoned goes by age there
     fcntl = None
 from .errors import ChecksumError, WeightsError, os_error_words
@@ -126,8 +126,14 @@ def _placing(dest: Path) -> Iterator[Path]:
                 folder = folder.parent
             dest.parent.mkdir(parents=True, exist_ok=True)
             _remove_abandoned(dest)
-            with atomic_path(dest) as tmp, _held(tmp):
-                yield tmp
+            lock = None
+            try:
+                with atomic_path(dest) as tmp:
+                    lock = _hold(tmp)
+                    yield tmp
+            finally:  # after the rename (or the removal): never an unlocked, finished temporary
+                if lock is not None:
+                    os.close(lock)
         except OSError as exc:  # the target's folder: the callers map their other errors
             raise WeightsError(f"cannot write into {dest.parent} "
                                f"({os_error_words(exc)})") from None
@@ -138,23 +144,24 @@ def _placing(dest: Path) -> Iterator[Path]:
         raise
 
 
-@contextlib.contextmanager
-def _held(tmp: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``tmp`` for the block: the mark of a live download."""
+def _hold(tmp: Path) -> int | None:
+    """An exclusive advisory lock on ``tmp``, the mark of a live download: the descriptor
+    that holds it (closing it drops the lock), or None where there are no locks (no fcntl,
+    or a file system that refuses them). Opened for writing: NFS locks nothing else."""
     if fcntl is None:
-        yield
-        return
-    fd = os.open(tmp, os.O_RDONLY)
+        return None
+    fd = os.open(tmp, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # drops the lock
+    except OSError:  # the file system takes no locks: the download goes on unmarked; the
+        os.close(fd)  # next one cannot lock it either, so it never removes it as abandoned
+        return None
+    return fd
 
 
 def _remove_abandoned(dest: Path) -> None:
     """Remove the temporaries of ``dest`` (restore.atomic's names, ``.NAME.XXXXXXXX.tmp``)
-    that belong to a download killed outright: unlocked (see _held) and older than
+    that belong to a download killed outright: unlocked (see _hold) and older than
     CREATED_S, or, without file locks, unwritten for ABANDONED_S."""
     import glob
     import time
@@ -168,7 +175,7 @@ def _remove_abandoned(dest: Path) -> None:
                 continue
             if age < CREATED_S:
                 continue
-            fd = os.open(tmp, os.O_RDONLY)
+            fd = os.open(tmp, os.O_RDWR)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: live
                 tmp.unlink()
