@@ -306,7 +306,7 @@ def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_resumes(tmp_path):
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err
+    assert proc.returncode == -signal.SIGINT, err  # by the signal, once saved (shell: 130)
     assert "Traceback" not in err
     step = json.loads((run / "meta.json").read_text())["step"]
     assert max(losses(run)) == step  # the step in flight was finished and saved

@@ -1,7 +1,8 @@
 """``restore``: the command-line entry point.
 
 Exit codes (the error table, restore.cli.app.error_exit_code): 0 ok, 1 runtime failure (a file could not be restored, a checkpoint does not
-fit), 2 usage error (bad option, bad config), 130/143 stopped by Ctrl-C/SIGTERM. Library errors become one line on stderr,
+fit), 2 usage error (bad option, bad config), 130/143 stopped by Ctrl-C/SIGTERM (run(), the
+console script, then ends by the signal itself: a shell sees 130/143). Library errors become one line on stderr,
 never a traceback (set RESTORE_DEBUG=1 to see one).
 
 Command modules import torch inside their command bodies, so ``restore --help`` is fast.
@@ -55,8 +56,20 @@ def _after_ctrl_c(line: str) -> None:
 
 
 def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point. Stopped by Ctrl-C or SIGTERM (exit 130/143), the process
+    ends by that signal once its line is out, as Python itself does on an uncaught Ctrl-C:
+    a shell loop (``for d in */; do restore ...; done``) or make then stops as well,
+    instead of taking 130 for a program that handled the signal and going on."""
+    import signal
+
+    code = main()
+    stops = {128 + signal.SIGINT: signal.SIGINT, 128 + signal.SIGTERM: signal.SIGTERM}
+    if code in stops and os.name == "posix":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(stops[code], signal.SIG_DFL)
+        os.kill(os.getpid(), stops[code])
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -383,8 +383,10 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
         again = ("the outputs not reached yet are the earlier ones: the same command redoes "
                  "them all" if common.overwrite else
                  "the same command with --skip-existing does the rest")
+        failures = f" ({failed} failed)" if failed else ""
         raise Interrupted(f"{signal.Signals(signum).name}: stopped after {done} of {len(jobs)} "
-                          f"image(s), every output written whole; {again}", signum) from None
+                          f"image(s){failures}, every output written whole; {again}",
+                          signum) from None
     bar.close()
     if failed:
         _say(common, f"restore: {failed} of {len(jobs)} file(s) failed")
