@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
             _after_ctrl_c("restore: interrupted")
         return code
     except Interrupted as exc:  # a stop the user asked for, not an error
-        _after_ctrl_c(f"restore: {exc}")
+        _after_ctrl_c(f"restore: {exc}", echoed=error_exit_code(exc) == 130)
         return error_exit_code(exc)
     except RestoreError as exc:
         if os.environ.get("RESTORE_DEBUG"):
@@ -45,14 +45,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"restore: error: {exc}", file=sys.stderr)
         return error_exit_code(exc)
     except KeyboardInterrupt:
-        print("restore: interrupted", file=sys.stderr)
+        _after_ctrl_c("restore: interrupted")
         return 130
     return 0
 
 
-def _after_ctrl_c(line: str) -> None:
-    """``line`` on stderr, on a line of its own after the "^C" a terminal echoes."""
-    print(("\n" if sys.stderr.isatty() else "") + line, file=sys.stderr)
+def _after_ctrl_c(line: str, echoed: bool = True) -> None:
+    """``line`` on stderr, on a line of its own after the "^C" a terminal echoes for a
+    Ctrl-C (``echoed``; a SIGTERM echoes nothing)."""
+    print(("\n" if echoed and sys.stderr.isatty() else "") + line, file=sys.stderr)
 
 
 def run() -> None:
