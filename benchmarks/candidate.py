@@ -157,7 +157,10 @@ def main(argv=None) -> int:
     entry_first = next(iter(spec.psnr), None)
     val = args.val or (parse_key(entry_first, task, spec.scale) if entry_first else keys[0]).set
     if val not in {k.set for k in keys}:
-        raise SystemExit(f"candidate.py: --val {val}: not among the sets measured")
+        given = (f"--val {val}" if args.val
+                 else f"the validation set {val} (the entry's first figure's)")
+        raise SystemExit(f"candidate.py: {given} is not among the sets measured: "
+                         "add it to --keys" + ("" if args.val else " or give --val"))
     for k in keys:
         if not set_folder(k.set).is_dir():
             raise SystemExit(f"candidate.py: {k.set}: no folder {set_folder(k.set)}")

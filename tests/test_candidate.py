@@ -132,3 +132,13 @@ def test_a_candidate_that_does_not_fit_the_entry_is_one_line(tmp_path):
     res = subprocess.run([sys.executable, str(SCRIPT), "swinir-iln-t.jpeg", str(gray)],
                          capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 1 and "channel(s)" in res.stderr
+
+
+def test_a_validation_set_left_out_of_the_keys_is_named_with_the_way_out():
+    res = subprocess.run([sys.executable, str(SCRIPT), "swinir-iln-t.sr-x2", str(SHIPPED),
+                          "--keys", "Set14", "--measure-registered"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == ("candidate.py: the validation set Set5 (the entry's first "
+                                  "figure's) is not among the sets measured: add it to --keys "
+                                  "or give --val")
