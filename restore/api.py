@@ -23,6 +23,7 @@ The command line and this API load models through restore.loader (one descriptor
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 
 from .errors import RestoreError, UsageError
@@ -56,10 +57,10 @@ class Model:
 
         if tile == "auto":
             tile = TILE_AUTO
-        elif not isinstance(tile, int) or tile < 0:
+        elif isinstance(tile, bool) or not isinstance(tile, numbers.Integral) or tile < 0:
             raise UsageError(f"tile={tile!r}: a number of pixels >= 0, or 'auto'")
         return Restorer(self.module, scale=self.scale, size_multiple=self.size_multiple,
-                        device=self.device, precision=self.precision, tile=tile,
+                        device=self.device, precision=self.precision, tile=int(tile),
                         overlap=overlap, tta=tta, tile_mode=tile_mode,
                         exact_memory=exact_memory)
 

@@ -127,3 +127,8 @@ def test_bad_arguments_are_one_clear_error(sr4):
         sr4.restore(np.zeros((8, 8, 4), dtype=np.uint8))
     with pytest.raises(UsageError, match="tile="):
         sr4.restore(np.zeros((8, 8, 3), dtype=np.uint8), tile=-1)
+    with pytest.raises(UsageError, match="tile=True"):
+        sr4.restore(np.zeros((8, 8, 3), dtype=np.uint8), tile=True)
+    # a numpy integer (a size computed with numpy) is a number of pixels like any other
+    img = np.random.default_rng(1).random((20, 28, 3), dtype=np.float32)
+    assert np.array_equal(sr4.restore(img, tile=np.int64(16)), sr4.restore(img, tile=16))
