@@ -320,9 +320,10 @@ def run_command(task_name: str, scale: int, common: Common, default_suffix: str,
         picker = LevelPicker(level, models, say=lambda msg: _say(common, msg))
         before = picker.before
         if len(models) > 1:
-            def choose(img):
+            def pick(img):
                 m = picker.pick(img)
                 return restorers[m.name], m.in_chans
+            choose = pick
     names = ", ".join(m.name + (f" ({level.name} {span_text(m.span)})"
                                 if len(models) > 1 and m.span else "") for m in models)
     _say(common, f"restore {task.value}: {len(jobs)} image(s), model{'s' * (len(models) > 1)} "
